@@ -1,0 +1,95 @@
+"""Checkpoints as single safetensors files, written atomically, never unpickled.
+
+Any nested state (model weights, optimizer state, RNG states, counters) is split into
+tensors, stored as safetensors, and a JSON tree stored in the file's metadata.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot be read (truncated, corrupt, or not a checkpoint)."""
+
+
+def _flatten(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, torch.Tensor):
+        key = prefix or "."
+        tensors[key] = obj.detach().cpu().contiguous()
+        return {"__tensor__": key}
+    if isinstance(obj, dict):
+        return {"__dict__": [[_key(k), _flatten(v, f"{prefix}/{k}", tensors)] for k, v in obj.items()]}
+    if isinstance(obj, (list, tuple)):
+        items = [_flatten(v, f"{prefix}/{i}", tensors) for i, v in enumerate(obj)]
+        return {"__tuple__": items} if isinstance(obj, tuple) else items
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"cannot store {type(obj).__name__} at {prefix!r} in a checkpoint")
+
+
+def _key(k: Any) -> Any:
+    if isinstance(k, (int, str)):
+        return k
+    raise TypeError(f"checkpoint dict keys must be int or str, got {k!r}")
+
+
+def _unflatten(tree: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(tree, dict):
+        if "__tensor__" in tree:
+            return tensors[tree["__tensor__"]]
+        if "__tuple__" in tree:
+            return tuple(_unflatten(v, tensors) for v in tree["__tuple__"])
+        return {k: _unflatten(v, tensors) for k, v in tree["__dict__"]}
+    if isinstance(tree, list):
+        return [_unflatten(v, tensors) for v in tree]
+    return tree
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call `write(tmp_path)`, then rename the temp file onto `path` (same folder, atomic)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def save_state(path: str | os.PathLike, state: dict[str, Any]) -> None:
+    """Save a nested dict of tensors and plain values to `path` atomically."""
+    tensors: dict[str, torch.Tensor] = {}
+    tree = _flatten(state, "", tensors)
+    atomic_write(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata={"lmcnb": json.dumps(tree)}))
+
+
+def load_state(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load what `save_state` wrote. Raises CheckpointError naming the file if it is damaged."""
+    path = Path(path)
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        tensors = load_file(str(path), device=str(device))
+        tree = json.loads(meta["lmcnb"])
+        return _unflatten(tree, tensors)
+    except FileNotFoundError:
+        raise
+    except (SafetensorError, KeyError, ValueError, OSError, RuntimeError) as exc:
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt: {exc}") from exc

@@ -1,0 +1,122 @@
+"""The one interpolation engine: θ(α) = (1 − α)·θ_A + α·θ_B, evaluated along a grid of α.
+
+One model is reused for every α; each float tensor of its state (parameters and float buffers)
+is written in place with `lerp`, which is exact at α = 0 and α = 1; integer buffers come from A.
+Data is preloaded on the device, so an α costs only its forward passes.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from .data import TensorData
+from .train import evaluate, logits_of
+
+
+def alpha_grid(n_alpha: int) -> np.ndarray:
+    """`n_alpha` evenly spaced points in [0, 1], both ends included."""
+    if not isinstance(n_alpha, int) or n_alpha < 2:
+        raise ValueError(f"n_alpha must be an integer >= 2 (got {n_alpha!r})")
+    return np.linspace(0.0, 1.0, n_alpha)
+
+
+def interpolate_state(state_a: dict[str, torch.Tensor], state_b: dict[str, torch.Tensor],
+                      alpha: float) -> dict[str, torch.Tensor]:
+    """θ(α) as a new state dict (float tensors interpolated, the rest taken from A)."""
+    return {k: torch.lerp(a, state_b[k].to(a.device), alpha) if a.is_floating_point() else a.clone()
+            for k, a in state_a.items()}
+
+
+class Interpolator:
+    """Writes θ(α) into `model` in place; `set(alpha)` costs one lerp per tensor."""
+
+    def __init__(self, model: nn.Module, state_a: dict[str, torch.Tensor], state_b: dict[str, torch.Tensor]):
+        if state_a.keys() != state_b.keys():
+            raise ValueError("A and B have different state-dict keys: not the same architecture")
+        self.model = model
+        target = model.state_dict(keep_vars=True)
+        self.pairs = []
+        with torch.no_grad():
+            for key, a in state_a.items():
+                t = target[key].data
+                if a.is_floating_point():
+                    self.pairs.append((t, a.to(t.device, t.dtype), state_b[key].to(t.device, t.dtype)))
+                else:
+                    t.copy_(a)
+
+    @torch.no_grad()
+    def set(self, alpha: float) -> nn.Module:
+        for t, a, b in self.pairs:
+            torch.lerp(a, b, alpha, out=t)
+        return self.model
+
+
+@torch.no_grad()
+def reset_batchnorm(model: nn.Module, data: TensorData, batch_size: int = 500) -> None:
+    """REPAIR's "reset BN": recompute running statistics on `data` in train mode, no gradients."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the reset batches
+    was_training = model.training
+    model.train()
+    for start in range(0, len(data), batch_size):
+        logits_of(model, data.x[start:start + batch_size])
+    model.train(was_training)
+    for m, momentum in zip(norms, saved):
+        m.momentum = momentum
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def interpolation_curve(model: nn.Module, state_a: dict[str, torch.Tensor], state_b: dict[str, torch.Tensor],
+                        splits: dict[str, TensorData], alphas: Sequence[float], *, batch_size: int = 1000,
+                        bn_reset_data: TensorData | None = None, progress: bool = True) -> tuple[pd.DataFrame, float]:
+    """Loss and error at each α on each split, and the A/B prediction disagreement on "test".
+
+    `splits` hold data already on the model's device (see `eval_subset`). Returns a frame with
+    columns split, alpha, loss, error, and the disagreement (nan without a "test" split).
+    """
+    from tqdm.auto import tqdm
+
+    interp = Interpolator(model, state_a, state_b)
+    rows, preds = [], {}
+    for alpha in tqdm(list(alphas), desc="α", leave=False, disable=not progress, mininterval=1.0):
+        interp.set(float(alpha))
+        if bn_reset_data is not None:
+            reset_batchnorm(model, bn_reset_data, batch_size)
+        for split, data in splits.items():
+            endpoint = split == "test" and float(alpha) in (0.0, 1.0)
+            out = evaluate(model, data, batch_size, predictions=endpoint)
+            if endpoint:
+                preds[float(alpha)] = out[2]
+            rows.append({"split": split, "alpha": float(alpha), "loss": out[0], "error": out[1]})
+    disagreement = float((preds[0.0] != preds[1.0]).float().mean()) if len(preds) == 2 else float("nan")
+    return pd.DataFrame(rows), disagreement
+
+
+def eval_subset(data: TensorData, eval_iters: int | str, batch_size: int, device: torch.device | str,
+                seed: int = 0) -> TensorData:
+    """The whole split (`"all"`) or a fixed random sample of `eval_iters` batches, on `device`.
+
+    Image batches are stored channels-last, the faster layout for convolutions on CPU and GPU.
+    """
+    if eval_iters != "all":
+        if not isinstance(eval_iters, int) or eval_iters < 1:
+            raise ValueError(f"eval_iters must be 'all' or a positive int (got {eval_iters!r})")
+        n = min(len(data), eval_iters * batch_size)
+        idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+        data = TensorData(data.x[idx], data.y[idx], data.classes)
+    data = data.to(device)
+    if data.x.dim() == 4:
+        data = TensorData(data.x.contiguous(memory_format=torch.channels_last), data.y, data.classes)
+    return data

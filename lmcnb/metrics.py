@@ -1,0 +1,118 @@
+"""Every barrier of the LMC definitions, computed from one interpolation curve.
+
+One function per quantity; `barriers` gathers them for a curve, `aggregate` gives mean and
+95% CI over replicates, `onset` finds k*.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import stats
+
+STABLE_THRESHOLD = 0.02
+
+
+def gap(alphas: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Interpolation gap: value(α) − [(1 − α)·value(0) + α·value(1)]."""
+    alphas, values = np.asarray(alphas, float), np.asarray(values, float)
+    return values - ((1 - alphas) * values[0] + alphas * values[-1])
+
+
+def barrier(alphas: np.ndarray, values: np.ndarray) -> tuple[float, float]:
+    """Signed barrier max_α gap(α) and the α where it is reached."""
+    g = gap(alphas, values)
+    i = int(np.argmax(g))
+    return float(g[i]), float(np.asarray(alphas)[i])
+
+
+def instability(values: np.ndarray) -> float:
+    """Frankle et al.: sup over α minus the mean of the endpoints."""
+    values = np.asarray(values, float)
+    return float(values.max() - 0.5 * (values[0] + values[-1]))
+
+
+def relative_ppl_instability(losses: np.ndarray) -> float:
+    """Seed 001: (max PPL − mean endpoint PPL) / max PPL, with PPL = exp(loss)."""
+    ppl = np.exp(np.asarray(losses, float))
+    return float((ppl.max() - 0.5 * (ppl[0] + ppl[-1])) / ppl.max())
+
+
+def midpoint(alphas: np.ndarray, values: np.ndarray) -> float:
+    """Adilova et al.: value(½) − ½[value(0) + value(1)] (α = ½ must be on the grid)."""
+    alphas, values = np.asarray(alphas, float), np.asarray(values, float)
+    hits = np.flatnonzero(np.isclose(alphas, 0.5))
+    if hits.size == 0:
+        return float(np.interp(0.5, alphas, values) - 0.5 * (values[0] + values[-1]))
+    return float(values[hits[0]] - 0.5 * (values[0] + values[-1]))
+
+
+def barriers(alphas: Sequence[float], loss: Sequence[float], error: Sequence[float],
+             language_model: bool = False, threshold: float = STABLE_THRESHOLD) -> dict[str, float | bool]:
+    """All per-curve quantities; `stable` uses I_E for classifiers and R for language models."""
+    a = np.asarray(alphas, float)
+    loss_b, loss_at = barrier(a, loss)
+    err_b, err_at = barrier(a, error)
+    out: dict[str, float | bool] = {
+        "loss_barrier": loss_b, "alpha_star_loss": loss_at,
+        "error_barrier": err_b, "alpha_star_error": err_at,
+        "instability_loss": instability(loss), "instability_error": instability(error),
+        "midpoint_loss": midpoint(a, loss), "midpoint_error": midpoint(a, error),
+        "alpha_star": float(a[int(np.argmax(error))]),
+    }
+    if language_model:
+        out["relative_ppl_instability"] = relative_ppl_instability(loss)
+        out["stable"] = out["relative_ppl_instability"] < threshold
+    else:
+        out["stable"] = out["instability_error"] < threshold
+    return out
+
+
+def l2_distance(state_a: dict[str, torch.Tensor], state_b: dict[str, torch.Tensor]) -> tuple[float, float]:
+    """‖θ_A − θ_B‖₂ and ‖θ_A − θ_B‖₂ / ‖θ_A‖₂ over the floating-point tensors."""
+    diff = norm_a = 0.0
+    for key, a in state_a.items():
+        if a.is_floating_point():
+            diff += float((a.double() - state_b[key].double()).pow(2).sum())
+            norm_a += float(a.double().pow(2).sum())
+    return math.sqrt(diff), math.sqrt(diff) / math.sqrt(norm_a) if norm_a else float("nan")
+
+
+def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """Mean and the half-width of its Student-t confidence interval (nan for one value)."""
+    x = np.asarray(values, float)
+    x = x[~np.isnan(x)]
+    if x.size == 0:
+        return float("nan"), float("nan")
+    if x.size == 1:
+        return float(x[0]), float("nan")
+    half = stats.t.ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size)
+    return float(x.mean()), float(half)
+
+
+def aggregate(table: pd.DataFrame, by: Sequence[str], columns: Sequence[str]) -> pd.DataFrame:
+    """Mean, 95% CI half-width and replicate count of `columns`, grouped by `by`."""
+    rows = []
+    for key, group in table.groupby(list(by), sort=True):
+        row = dict(zip(by, key if isinstance(key, tuple) else (key,)))
+        row["n"] = len(group)
+        for col in columns:
+            row[col], row[f"{col}_ci95"] = mean_ci(group[col].astype(float))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def onset(steps: Sequence[int], mean_instability: Sequence[float],
+          threshold: float = STABLE_THRESHOLD) -> int | None:
+    """k*: the smallest spawn step below threshold that stays below for every larger step."""
+    order = np.argsort(steps)
+    k_star = None
+    for i in order[::-1]:
+        if mean_instability[i] < threshold:
+            k_star = int(steps[i])
+        else:
+            break
+    return k_star

@@ -1,0 +1,197 @@
+"""Run identity and resumable training runs.
+
+A run's folder is named by a hash of its non-default specification: re-running a finished run
+costs nothing, an interrupted one resumes from its last checkpoint, and a checkpoint at a step
+that was never saved is recreated by deterministic training from the nearest earlier one.
+Runs lock their folder, so the same run started in parallel is trained once.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import nn
+
+from .checkpoint import atomic_write_text, load_state, save_state
+from .data import TensorData
+from .rng import RngStreams, Seeds
+from .train import Hook, Trainer, TrainConfig
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that determines a run's weights (and nothing else: not device, not folder)."""
+
+    model: str
+    dataset: str
+    train: TrainConfig = TrainConfig()
+    seeds: Seeds = Seeds()
+    model_args: tuple[tuple[str, Any], ...] = ()
+    parent: tuple[str, int] | None = None  # (parent run id, step) for a spawned child
+    stop_at: int | None = None  # a child trains to its parent's final step
+
+    def identity(self) -> dict[str, Any]:
+        ident: dict[str, Any] = {"model": self.model, "dataset": self.dataset}
+        if self.train.non_default():
+            ident["train"] = self.train.non_default()
+        if self.seeds != Seeds():
+            ident["seeds"] = vars(self.seeds)
+        for name in ("model_args", "parent", "stop_at"):
+            value = getattr(self, name)
+            if value:
+                ident[name] = value
+        return ident
+
+    @property
+    def run_id(self) -> str:
+        blob = json.dumps(self.identity(), sort_keys=True, default=list)
+        return f"{self.model}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """An exclusive lock on `folder` held across processes (and Dask workers on one machine)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@dataclass
+class Run:
+    """A training run on disk.
+
+    `build` makes the model at initialization (called inside the init stream); `data` is the
+    training set. A child (spec.parent set) starts from its parent's checkpoint with its own
+    data-order, augmentation and dropout streams.
+    """
+
+    spec: RunSpec
+    root: Path
+    build: Callable[[], nn.Module]
+    data: TensorData
+    device: str | torch.device = "cpu"
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None
+    val_data: TensorData | None = None
+    hooks: tuple[Hook, ...] = ()
+    parent: "Run | None" = None
+    ckpt_every: int = 200
+    _trainer: Trainer | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+        if (self.spec.parent is None) != (self.parent is None):
+            raise ValueError("a spawned run needs both spec.parent and the parent Run")
+        if self.parent is not None and self.spec.parent[0] != self.parent.spec.run_id:
+            raise ValueError("spec.parent does not name the given parent run")
+
+    @property
+    def dir(self) -> Path:
+        return self.root / self.spec.run_id
+
+    def ckpt_path(self, step: int) -> Path:
+        return self.dir / "ckpt" / f"step-{step:08d}.safetensors"
+
+    @property
+    def done(self) -> dict[str, Any] | None:
+        path = self.dir / "done.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def saved_steps(self) -> list[int]:
+        return sorted(int(p.stem.split("-")[1]) for p in (self.dir / "ckpt").glob("step-*.safetensors"))
+
+    # -- public -------------------------------------------------------------------------
+    def final_step(self) -> int:
+        """Train to the end (if not done yet) and return the last step."""
+        self.ensure(())
+        return self.done["final_step"]
+
+    def weights(self, step: int | None = None) -> dict[str, torch.Tensor]:
+        """Model weights at `step` (default: final), training whatever is missing first."""
+        step = self.final_step() if step is None else step
+        self.ensure((step,))
+        return load_state(self.ckpt_path(step))["model"]
+
+    def state(self, step: int) -> dict[str, Any]:
+        """The full trainer state at `step` (weights, optimizer, RNG, sampler, progress)."""
+        self.ensure((step,))
+        return load_state(self.ckpt_path(step))
+
+    def ensure(self, steps: tuple[int, ...] | list[int]) -> None:
+        """Make sure the run is finished and has checkpoints at every step in `steps`."""
+        with folder_lock(self.dir):
+            atomic_write_text(self.dir / "spec.json", json.dumps(self.spec.identity(), indent=1, default=list))
+            if self.done is None:
+                self._train(keep=set(steps), until=None)
+            final = self.done["final_step"]
+            missing = sorted(set(steps) - set(self.saved_steps()))
+            beyond = [s for s in missing if s > final]
+            if beyond:
+                raise ValueError(f"run {self.spec.run_id} ended at step {final}; it has no step {beyond}")
+            if missing:
+                self._train(keep=set(missing), until=max(missing))
+
+    # -- internals ----------------------------------------------------------------------
+    def _new_trainer(self) -> Trainer:
+        streams = RngStreams(self.spec.seeds)
+        with streams.active("init"):
+            model = self.build()
+        return Trainer(model, self.spec.train, self.data, streams, self.device, self.augment,
+                       self.val_data, self.hooks)
+
+    def _start(self, before: int | None) -> Trainer:
+        """A trainer at the latest own checkpoint <= `before`, else at the spawn point or init."""
+        trainer = self._new_trainer()
+        candidates = [s for s in self.saved_steps() if before is None or s <= before]
+        last = self.dir / "last.safetensors"
+        if last.exists():
+            last_state = load_state(last, self.device)
+            last_step = last_state["progress"]["step"]
+            if (before is None or last_step <= before) and (not candidates or last_step > max(candidates)):
+                trainer.load_state_dict(last_state)
+                return trainer
+        if candidates:
+            trainer.load_state_dict(load_state(self.ckpt_path(max(candidates)), self.device))
+        elif self.parent is not None:
+            trainer.load_state_dict(self.parent.state(self.spec.parent[1]), rng=False)
+        return trainer
+
+    def _train(self, keep: set[int], until: int | None) -> None:
+        trainer = self._start(before=min(keep) if keep and until is not None else None)
+        stop = self.spec.stop_at if self.spec.stop_at is not None else trainer.total_steps
+        target = stop if until is None else until
+        if trainer.progress.step in keep:
+            save_state(self.ckpt_path(trainer.progress.step), trainer.state_dict())
+
+        def on_step(t: Trainer) -> None:
+            step = t.progress.step
+            if step in keep:
+                save_state(self.ckpt_path(step), t.state_dict())
+            elif step % self.ckpt_every == 0:
+                save_state(self.dir / "last.safetensors", t.state_dict())
+
+        trainer.run(target, on_step, desc=self.spec.run_id)
+        if until is None:
+            final = trainer.progress.step
+            save_state(self.ckpt_path(final), trainer.state_dict())
+            (self.dir / "last.safetensors").unlink(missing_ok=True)
+            _write_log(self.dir / "log.csv", trainer.progress.log)
+            atomic_write_text(self.dir / "done.json", json.dumps(
+                {"final_step": final, "stopped_early": trainer.progress.stopped_early,
+                 "steps_per_epoch": trainer.steps_per_epoch}))
+
+
+def _write_log(path: Path, rows: list[dict[str, float]]) -> None:
+    import pandas as pd
+
+    atomic_write_text(path, pd.DataFrame(rows).to_csv(index=False))

@@ -1,0 +1,275 @@
+"""The one training engine, shared by every chapter.
+
+Classifiers and language models go through the same loop: a model maps x to logits (or to
+an output with `.logits`), and the loss is cross-entropy of the flattened logits against the
+flattened targets.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import TensorData
+from .rng import RngStreams
+
+Hook = Callable[["Trainer"], None]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A training recipe. Steps are optimizer steps; `"3ep"` / `"500it"` strings are accepted."""
+
+    batch_size: int = 64
+    max_steps: int | str = "1ep"
+    optimizer: str = "adam"  # adam | adamw | sgd
+    lr: float = 1e-3
+    min_lr: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "constant"  # constant | cosine | step
+    warmup_steps: int | str = 0
+    step_milestones: tuple[int | str, ...] = ()
+    step_gamma: float = 0.1
+    grad_clip: float | None = None
+    accum_steps: int = 1
+    patience: int | None = None  # early stopping, counted in evaluations
+    eval_every: int | str = "1ep"
+    augment: bool = False
+
+    def non_default(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) != f.default}
+
+    def steps_per_epoch(self, n_examples: int) -> int:
+        per_step = self.batch_size * self.accum_steps
+        if n_examples < per_step:
+            raise ValueError(f"dataset of {n_examples} examples is smaller than one step ({per_step})")
+        return n_examples // per_step
+
+
+def parse_steps(value: int | str, steps_per_epoch: int) -> int:
+    """`500`, `"500it"` or `"2ep"` (epochs, may be fractional) to optimizer steps."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a step count: {value!r}")
+    if isinstance(value, int):
+        steps = value
+    elif isinstance(value, str) and value.endswith("ep"):
+        steps = round(float(value[:-2]) * steps_per_epoch)
+    elif isinstance(value, str) and value.endswith("it"):
+        steps = int(value[:-2])
+    elif isinstance(value, str) and value.isdigit():
+        steps = int(value)
+    else:
+        raise ValueError(f"not a step count: {value!r} (use an int, '500it' or '2ep')")
+    if steps < 0:
+        raise ValueError(f"step count must be >= 0, got {value!r}")
+    return steps
+
+
+def lr_at(cfg: TrainConfig, step: int, total: int, steps_per_epoch: int) -> float:
+    """Learning rate for optimizer step `step` (0-based): linear warmup, then the schedule."""
+    warmup = parse_steps(cfg.warmup_steps, steps_per_epoch)
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    if cfg.schedule == "constant":
+        return cfg.lr
+    if cfg.schedule == "cosine":
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
+    if cfg.schedule == "step":
+        passed = sum(step >= parse_steps(m, steps_per_epoch) for m in cfg.step_milestones)
+        return cfg.lr * cfg.step_gamma**passed
+    raise ValueError(f"unknown schedule {cfg.schedule!r}; valid: constant, cosine, step")
+
+
+def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; valid: adam, adamw, sgd")
+
+
+def logits_of(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    out = model(x)
+    return out.logits if hasattr(out, "logits") else out
+
+
+def loss_and_errors(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed cross-entropy and summed top-1 errors over every prediction in the batch."""
+    logits = logits.flatten(0, -2)
+    y = y.flatten()
+    return F.cross_entropy(logits, y, reduction="sum"), (logits.argmax(-1) != y).sum()
+
+
+class EpochSampler:
+    """Batches of indices from a fresh permutation every epoch, drawn from the data-order stream.
+
+    Its state is the generator's state at the start of the epoch plus the position in it, so a
+    resumed run draws exactly the batches an uninterrupted one would.
+    """
+
+    def __init__(self, n: int, batch_size: int, gen: torch.Generator):
+        self.n, self.batch_size, self.gen = n, batch_size, gen
+        self._new_epoch()
+
+    def _new_epoch(self) -> None:
+        self.epoch_start = self.gen.get_state()
+        self.perm = torch.randperm(self.n, generator=self.gen)
+        self.pos = 0
+
+    def next(self) -> torch.Tensor:
+        if (self.pos + 1) * self.batch_size > self.n:
+            self._new_epoch()
+        idx = self.perm[self.pos * self.batch_size:(self.pos + 1) * self.batch_size]
+        self.pos += 1
+        return idx
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch_start": self.epoch_start, "pos": self.pos}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.gen.set_state(state["epoch_start"])
+        self._new_epoch()
+        self.pos = state["pos"]
+
+
+@dataclass
+class Progress:
+    step: int = 0
+    best_val: float = math.inf
+    bad_evals: int = 0
+    stopped_early: bool = False
+    log: list[dict[str, float]] = field(default_factory=list)
+
+
+class Trainer:
+    """Owns a model, its optimizer, the RNG streams and the data sampler; steps them together."""
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig, data: TensorData, streams: RngStreams,
+                 device: torch.device | str = "cpu", augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 val_data: TensorData | None = None, hooks: Iterable[Hook] = (), eval_batch_size: int = 1000):
+        self.device = torch.device(device)
+        self.model, self.cfg, self.streams = model.to(self.device), cfg, streams
+        self.data, self.val_data = data.to(self.device), val_data.to(self.device) if val_data is not None else None
+        self.augment = augment if cfg.augment else None
+        self.hooks = list(hooks)
+        self.eval_batch_size = eval_batch_size
+        self.optimizer = make_optimizer(cfg, self.model)
+        self.steps_per_epoch = cfg.steps_per_epoch(len(data))
+        self.total_steps = parse_steps(cfg.max_steps, self.steps_per_epoch)
+        self.eval_every = max(1, parse_steps(cfg.eval_every, self.steps_per_epoch))
+        self.sampler = EpochSampler(len(data), cfg.batch_size, streams.gen["data_order"])
+        self.progress = Progress()
+
+    # -- state ---------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        p = self.progress
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": {"step": p.step, "lr": lr_at(self.cfg, max(p.step - 1, 0), self.total_steps, self.steps_per_epoch)},
+            "rng": self.streams.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "progress": {"step": p.step, "best_val": p.best_val if math.isfinite(p.best_val) else None,
+                         "bad_evals": p.bad_evals, "stopped_early": p.stopped_early, "log": p.log},
+        }
+
+    def load_state_dict(self, state: dict[str, Any], rng: bool = True) -> None:
+        """Restore everything; with `rng=False` (spawning a child) keep this trainer's own streams."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        prog = state["progress"]
+        self.progress = Progress(step=prog["step"], best_val=prog["best_val"] if prog["best_val"] is not None else math.inf,
+                                 bad_evals=prog["bad_evals"], stopped_early=prog["stopped_early"], log=list(prog["log"]))
+        if rng:
+            self.streams.load_state_dict(state["rng"])
+            self.sampler.load_state_dict(state["sampler"])
+        else:
+            self.sampler.pos = state["sampler"]["pos"]
+
+    # -- the loop ------------------------------------------------------------------------
+    def step(self) -> float:
+        """One optimizer step (with gradient accumulation); returns the mean training loss."""
+        cfg, model = self.cfg, self.model
+        lr = lr_at(cfg, self.progress.step, self.total_steps, self.steps_per_epoch)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        model.train()
+        total, count = 0.0, 0
+        for _ in range(cfg.accum_steps):
+            x, y = self.data.batch(self.sampler.next().to(self.device))
+            if self.augment is not None:
+                with self.streams.active("augmentation"):
+                    x = self.augment(x)
+            with self.streams.active("dropout", self.device):
+                loss_sum, _ = loss_and_errors(logits_of(model, x), y)
+            n = y.numel()
+            (loss_sum / (n * cfg.accum_steps)).backward()
+            total, count = total + float(loss_sum.detach()), count + n
+        if cfg.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.progress.step += 1
+        for hook in self.hooks:
+            hook(self)
+        return total / count
+
+    def run(self, until: int, on_step: Callable[["Trainer"], None] = lambda t: None, desc: str = "train") -> None:
+        """Train to optimizer step `until` (or until early stopping), calling `on_step` after each."""
+        from tqdm.auto import tqdm
+
+        until = min(until, self.total_steps)
+        with tqdm(total=until, initial=self.progress.step, desc=desc, leave=False, mininterval=1.0) as bar:
+            while self.progress.step < until and not self.progress.stopped_early:
+                loss = self.step()
+                bar.update(1)
+                step = self.progress.step
+                if step % self.eval_every == 0 or step == self.total_steps:
+                    row = {"step": step, "train_loss": loss}
+                    if self.val_data is not None:
+                        row["val_loss"], row["val_error"] = evaluate(self.model, self.val_data, self.eval_batch_size)
+                        self._early_stopping(row["val_loss"])
+                    self.progress.log.append(row)
+                    bar.set_postfix({k: round(v, 4) for k, v in row.items() if k != "step"})
+                on_step(self)
+
+    def _early_stopping(self, val_loss: float) -> None:
+        p = self.progress
+        if val_loss < p.best_val:
+            p.best_val, p.bad_evals = val_loss, 0
+        else:
+            p.bad_evals += 1
+        if self.cfg.patience is not None and p.bad_evals >= self.cfg.patience:
+            p.stopped_early = True
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, data: TensorData, batch_size: int = 1000,
+             predictions: bool = False) -> tuple[float, float] | tuple[float, float, torch.Tensor]:
+    """Mean cross-entropy and error over every prediction in `data` (model in eval mode)."""
+    was_training = model.training
+    model.eval()
+    loss = errors = 0.0
+    preds = []
+    n = 0
+    for start in range(0, len(data), batch_size):
+        x, y = data.x[start:start + batch_size], data.y[start:start + batch_size]
+        logits = logits_of(model, x)
+        l_sum, e_sum = loss_and_errors(logits, y)
+        loss, errors, n = loss + float(l_sum), errors + float(e_sum), n + y.numel()
+        if predictions:
+            preds.append(logits.argmax(-1).flatten())
+    model.train(was_training)
+    if predictions:
+        return loss / n, errors / n, torch.cat(preds)
+    return loss / n, errors / n
