@@ -20,15 +20,23 @@ class CheckpointError(RuntimeError):
     """A checkpoint file that cannot be read (truncated, corrupt, or not a checkpoint)."""
 
 
-def _flatten(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
+def _flatten(obj: Any, prefix: str, tensors: dict[str, torch.Tensor], seen: dict | None = None) -> Any:
+    seen = {} if seen is None else seen  # (storage, offset, shape, stride, dtype) -> key, and storages
     if isinstance(obj, torch.Tensor):
         key = prefix or "."
-        tensors[key] = obj.detach().cpu().contiguous()
+        t = obj.detach().cpu().contiguous()
+        view = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)
+        if view in seen:  # the same tensor again (tied weights): stored once, referenced twice
+            return {"__tensor__": seen[view]}
+        if ("storage", view[0]) in seen:  # overlaps a stored tensor: safetensors needs its own copy
+            t = t.clone()
+        seen[view], seen[("storage", view[0])] = key, key
+        tensors[key] = t
         return {"__tensor__": key}
     if isinstance(obj, dict):
-        return {"__dict__": [[_key(k), _flatten(v, f"{prefix}/{k}", tensors)] for k, v in obj.items()]}
+        return {"__dict__": [[_key(k), _flatten(v, f"{prefix}/{k}", tensors, seen)] for k, v in obj.items()]}
     if isinstance(obj, (list, tuple)):
-        items = [_flatten(v, f"{prefix}/{i}", tensors) for i, v in enumerate(obj)]
+        items = [_flatten(v, f"{prefix}/{i}", tensors, seen) for i, v in enumerate(obj)]
         return {"__tuple__": items} if isinstance(obj, tuple) else items
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj

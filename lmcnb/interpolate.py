@@ -44,7 +44,11 @@ class Interpolator:
             for key, a in state_a.items():
                 t = target[key].data
                 if a.is_floating_point():
-                    self.pairs.append((t, a.to(t.device, t.dtype), state_b[key].to(t.device, t.dtype)))
+                    ends = [e.to(t.device, t.dtype) for e in (a, state_b[key])]
+                    # A or B may be the model's own state dict: copy what `set` would overwrite.
+                    ends = [e.clone() if e.untyped_storage().data_ptr() == t.untyped_storage().data_ptr() else e
+                            for e in ends]
+                    self.pairs.append((t, *ends))
                 else:
                     t.copy_(a)
 

