@@ -70,6 +70,16 @@ class TensorData:
         """The examples at positions ``idx``."""
         return self.x[idx], self.y[idx]
 
+    def fingerprint(self) -> str:
+        """A short hash of the shapes and of an evenly strided sample of the values."""
+        h = hashlib.sha256()
+        for t in (self.x, self.y):
+            flat = t.detach().reshape(-1)
+            sample = flat[:: max(1, flat.numel() // 65536)].cpu().contiguous()
+            h.update(f"{tuple(t.shape)}{t.dtype}".encode())
+            h.update(sample.numpy().tobytes())
+        return h.hexdigest()[:12]
+
     def to(self, device: torch.device | str) -> TensorData:
         """A copy with ``x`` and ``y`` on ``device``."""
         return dataclasses.replace(self, x=self.x.to(device), y=self.y.to(device))
@@ -214,14 +224,15 @@ def require_vision(name: str, data_dir: str | os.PathLike | None = None, downloa
 
     Only checks that the files exist (no decoding), so notebooks can fail fast.
     Tiny ImageNet uses ``tiny-imagenet-200/`` if complete, else ``tiny-imagenet-200-sub20/``.
-    Raises ``DatasetMissing`` if the files are absent and cannot be downloaded.
+    Raises ``DatasetMissing`` if the files are absent and cannot be downloaded; setting
+    ``$LMCNB_OFFLINE`` turns downloads off.
     """
     _check_name(name)
     root = data_root(data_dir)
     if folder := _find(name, root):
         return folder
-    if not download:
-        raise _missing_error(name, root, "download=False")
+    if not download or os.environ.get("LMCNB_OFFLINE"):
+        raise _missing_error(name, root, "downloads are off (download=False or $LMCNB_OFFLINE)")
     try:
         _download(name, root)
     except OSError as e:

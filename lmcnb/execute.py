@@ -1,46 +1,157 @@
-"""Execute the chapter notebooks with papermill: `python -m lmcnb.execute --profile smoke --out DIR`.
+"""Execute the chapters with papermill and build the book.
 
-Jupyter Book cannot pass parameters, so the published chapters are executed here first and the
-book is built from the executed copies.
+    python -m lmcnb.execute --profile book --out _build/executed --build   # the published book
+    python -m lmcnb.execute --profile smoke --out _build/smoke              # CI: execute only
+    python -m lmcnb.execute --out _build/smoke --no-execute --build         # build from executed copies
+
+Jupyter Book cannot pass parameters, so the chapters are executed here first and the book is built
+from the executed copies (`execute_notebooks: "off"` in _config.yml): the pages, `_config.yml`,
+`_toc.yml`, the executed chapters and the widget/MathJax JavaScript from npm are staged in
+`_build/site`, which Jupyter Book turns into `_build/html` with warnings treated as errors.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 CHAPTERS = ("cnn_baselines",)
+SITE = REPO / "_build" / "site"
+HTML = REPO / "_build" / "html"
+# (folder in node_modules, folder under <html>/vendor, files or folders copied from it)
+VENDOR = (
+    ("requirejs", ".", ("require.js",)),
+    ("@jupyter-widgets/html-manager/dist", "html-manager",
+     ("embed-amd.js", "*.woff2", "*.woff", "*.ttf", "*.eot", "*.svg")),  # the fonts load beside the script
+    ("mathjax/es5", "mathjax",
+     ("tex-mml-chtml.js", "input/tex/extensions", "input/mml/extensions", "output/chtml", "ui", "a11y", "sre")),
+)
 
 
 def execute(chapter: str, out_dir: Path, profile: str, **parameters) -> Path:
-    """Run notebooks/<chapter>.ipynb at `profile` into `out_dir`; returns the executed copy."""
+    """Run notebooks/<chapter>.ipynb at `profile` into `out_dir`; returns the executed copy.
+
+    The kernel gets `LMCNB_LIVE=0`, so α-sliders are built in their static (kernel-free) form.
+    """
     import papermill
 
     if chapter not in CHAPTERS:
         raise ValueError(f"unknown chapter {chapter!r}; valid: {', '.join(CHAPTERS)}")
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / f"{chapter}.ipynb"
+    os.environ["LMCNB_LIVE"] = "0"
     papermill.execute_notebook(str(REPO / "notebooks" / f"{chapter}.ipynb"), str(out),
                                parameters={"profile": profile, **parameters}, cwd=str(REPO),
                                progress_bar=False)
     return out
 
 
+def toc_chapters(toc: Path = REPO / "_toc.yml") -> list[str]:
+    """The chapter notebooks `_toc.yml` lists (its `notebooks/<name>` entries), in order."""
+    import yaml
+
+    def files(node) -> list[str]:
+        if isinstance(node, dict):
+            return ([node["file"]] if "file" in node else []) + [f for v in node.values() for f in files(v)]
+        if isinstance(node, list):
+            return [f for v in node for f in files(v)]
+        return []
+
+    return [f.split("/", 1)[1] for f in files(yaml.safe_load(toc.read_text())) if f.startswith("notebooks/")]
+
+
+def install_js() -> Path:
+    """node_modules from package.json/package-lock.json (`npm ci`), unless already installed."""
+    modules = REPO / "node_modules"
+    lock = REPO / "package-lock.json"
+    installed = modules / ".package-lock.json"
+    if installed.exists() and installed.stat().st_mtime >= lock.stat().st_mtime:
+        return modules
+    npm = shutil.which("npm")
+    if npm is None:
+        raise RuntimeError("the book ships the widget and MathJax JavaScript from npm packages: install "
+                           "Node.js with npm (e.g. apt-get install -y npm), then re-run")
+    subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--ignore-scripts"], cwd=REPO, check=True)
+    return modules
+
+
+def copy_vendor(dest: Path, modules: Path) -> None:
+    """Copy the JavaScript the pages load (see VENDOR) from `modules` into `dest`."""
+    for package, target, entries in VENDOR:
+        root = modules / package
+        for pattern in entries:
+            sources = sorted(root.glob(pattern))
+            if not sources:
+                raise FileNotFoundError(f"{root / pattern} is missing: is node_modules complete? (npm ci)")
+            for src in sources:
+                out = dest / target / src.relative_to(root)
+                if src.is_dir():
+                    shutil.copytree(src, out, dirs_exist_ok=True)
+                else:
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(src, out)
+
+
+def stage(executed: Path) -> Path:
+    """Assemble the book's source tree in `_build/site`: pages, configuration, executed chapters, JS."""
+    chapters = toc_chapters()
+    if sorted(chapters) != sorted(CHAPTERS):
+        raise ValueError(f"_toc.yml lists chapters {chapters} but lmcnb.execute.CHAPTERS is {list(CHAPTERS)}: "
+                         "list every executed chapter in both")
+    missing = [c for c in chapters if not (executed / f"{c}.ipynb").exists()]
+    if missing:
+        raise FileNotFoundError(f"no executed copy of {missing} in {executed}: run "
+                                f"`python -m lmcnb.execute --profile book --out {executed}` first")
+    shutil.rmtree(SITE, ignore_errors=True)
+    SITE.mkdir(parents=True)
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy2(REPO / name, SITE / name)
+    shutil.copytree(REPO / "book", SITE / "book")
+    (SITE / "notebooks").mkdir()
+    for chapter in chapters:
+        shutil.copy2(executed / f"{chapter}.ipynb", SITE / "notebooks" / f"{chapter}.ipynb")
+    copy_vendor(SITE / "_extra" / "vendor", install_js())
+    return SITE
+
+
+def build(executed: Path) -> Path:
+    """Build the HTML book from the executed chapters in `executed`; warnings are errors. Returns `_build/html`."""
+    site = stage(executed)
+    jupyter_book = Path(sys.executable).with_name("jupyter-book")
+    command = str(jupyter_book) if jupyter_book.exists() else shutil.which("jupyter-book")
+    if command is None:
+        raise RuntimeError("jupyter-book is not installed (pip install -r requirements.txt)")
+    shutil.rmtree(HTML, ignore_errors=True)
+    subprocess.run([command, "build", str(site), "--path-output", str(REPO), "--all", "--warningiserror",
+                    "--keep-going"], check=True)
+    return HTML
+
+
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="book", choices=("smoke", "book", "paper"))
-    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True, help="folder of the executed notebooks")
     ap.add_argument("--only", nargs="*", default=list(CHAPTERS), help="chapters to run")
     ap.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "JSON"),
                     help="extra parameter, value as JSON (e.g. -p n_inits 3)")
+    ap.add_argument("--build", action="store_true", help="then build the book from --out into _build/html")
+    ap.add_argument("--no-execute", action="store_true", help="skip execution (use the copies already in --out)")
     args = ap.parse_args(argv)
     params = {k: json.loads(v) for k, v in args.param}
-    for chapter in args.only:
+    for chapter in [] if args.no_execute else args.only:
         start = time.time()
         execute(chapter, args.out, args.profile, **params)
-        print(f"{chapter}: executed at profile {args.profile!r} in {time.time() - start:.0f} s")
+        print(f"{chapter}: executed at profile {args.profile!r} in {time.time() - start:.0f} s", flush=True)
+    if args.build:
+        start = time.time()
+        html = build(args.out.resolve())
+        print(f"book built into {html} in {time.time() - start:.0f} s")
 
 
 if __name__ == "__main__":

@@ -70,7 +70,9 @@ def reset_batchnorm(model: nn.Module, data: TensorData, batch_size: int = 500) -
         m.reset_running_stats()
         m.momentum = None  # cumulative average over the reset batches
     was_training = model.training
-    model.train()
+    model.eval()  # only the norms in train mode: dropout stays off and draws no random numbers
+    for m in norms:
+        m.train()
     for start in range(0, len(data), batch_size):
         logits_of(model, data.x[start:start + batch_size])
     model.train(was_training)
@@ -122,5 +124,8 @@ def eval_subset(data: TensorData, eval_iters: int | str, batch_size: int, device
         data = TensorData(data.x[idx], data.y[idx], data.classes)
     data = data.to(device)
     if data.x.dim() == 4:
-        data = TensorData(data.x.contiguous(memory_format=torch.channels_last), data.y, data.classes)
+        # Not `.contiguous(memory_format=...)`: with one channel (MNIST) NCHW strides already count as
+        # channels-last, it returns the NCHW tensor and convolutions stay on the slower NCHW path.
+        x = torch.empty_like(data.x, memory_format=torch.channels_last).copy_(data.x)
+        data = TensorData(x, data.y, data.classes)
     return data

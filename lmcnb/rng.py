@@ -81,6 +81,7 @@ class RngStreams:
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         for key, value in state.items():
+            value = value.cpu()  # generator states are CPU byte tensors, even if loaded onto a device
             if key.endswith("@device"):
                 self.device_state[key.removesuffix("@device")] = value
             else:

@@ -34,6 +34,7 @@ class RunSpec:
     train: TrainConfig = TrainConfig()
     seeds: Seeds = Seeds()
     model_args: tuple[tuple[str, Any], ...] = ()
+    data: str = ""  # fingerprint of the training (and early-stopping) data
     parent: tuple[str, int] | None = None  # (parent run id, step) for a spawned child
     stop_at: int | None = None  # a child trains to its parent's final step
 
@@ -43,7 +44,7 @@ class RunSpec:
             ident["train"] = self.train.non_default()
         if self.seeds != Seeds():
             ident["seeds"] = vars(self.seeds)
-        for name in ("model_args", "parent", "stop_at"):
+        for name in ("model_args", "data", "parent", "stop_at"):
             value = getattr(self, name)
             if value:
                 ident[name] = value
@@ -151,6 +152,8 @@ class Run:
 
     def _start(self, before: int | None) -> Trainer:
         """A trainer at the latest own checkpoint <= `before`, else at the spawn point or init."""
+        for tmp in self.dir.rglob(".*.tmp"):  # left by a process killed while writing
+            tmp.unlink()
         trainer = self._new_trainer()
         candidates = [s for s in self.saved_steps() if before is None or s <= before]
         last = self.dir / "last.safetensors"
@@ -181,6 +184,8 @@ class Run:
                 save_state(self.dir / "last.safetensors", t.state_dict())
 
         trainer.run(target, on_step, desc=self.spec.run_id)
+        if until is not None and self.done is not None:
+            (self.dir / "last.safetensors").unlink(missing_ok=True)
         if until is None:
             final = trainer.progress.step
             save_state(self.ckpt_path(final), trainer.state_dict())

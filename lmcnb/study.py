@@ -56,6 +56,15 @@ class Setup:
     _eval_cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
+    def data_fingerprint(self) -> str:
+        if "data" not in self._eval_cache:
+            parts = [self.train_data.fingerprint()]
+            if self.train.patience is not None and self.val_data is not None:
+                parts.append(self.val_data.fingerprint())
+            self._eval_cache["data"] = "+".join(parts)
+        return self._eval_cache["data"]
+
+    @property
     def steps_per_epoch(self) -> int:
         return self.train.steps_per_epoch(len(self.train_data))
 
@@ -80,19 +89,19 @@ class Setup:
     def trunk(self, init: int) -> Run:
         """The run from initialization `init` to the end of training (the main branch)."""
         seeds = Seeds.from_base(self.seed, "trunk", init)
-        return self.run(RunSpec(self.model, self.dataset, self.train, seeds, self.model_args))
+        return self.run(RunSpec(self.model, self.dataset, self.train, seeds, self.model_args, self.data_fingerprint))
 
     def child(self, parent: Run, step: int, stop_at: int, *tag: object) -> Run:
         """A run spawned from `parent` at `step` with its own data order, augmentation and dropout."""
         p = parent.spec
         seeds = p.seeds.replace(**{s: derive_seed(self.seed, *tag, s) for s in ("data_order", "augmentation", "dropout")})
-        spec = RunSpec(p.model, p.dataset, replace(p.train, patience=None), seeds, p.model_args,
+        spec = RunSpec(p.model, p.dataset, replace(p.train, patience=None), seeds, p.model_args, p.data,
                        parent=(p.run_id, step), stop_at=stop_at)
         return self.run(spec, parent)
 
     # -- evaluation ---------------------------------------------------------------------
     def eval_data(self) -> dict[str, Any]:
-        if not self._eval_cache:
+        if "splits" not in self._eval_cache:
             bs = self.eval_batch_size
             self._eval_cache["splits"] = {
                 "train": eval_subset(self.train_data, self.eval_iters, bs, self.device, seed=1),
@@ -138,7 +147,8 @@ class Setup:
 
     def folder(self, kind: str, spec: dict[str, Any]) -> Path:
         ident = {"kind": kind, "trunk": self.trunk(0).spec.identity(), "n_alpha": self.n_alpha,
-                 "eval_iters": self.eval_iters, "bn_reset": self.bn_reset, **spec}
+                 "eval_iters": self.eval_iters, "eval_batch_size": self.eval_batch_size, "bn_reset": self.bn_reset,
+                 "bn_reset_examples": self.bn_reset_examples, "threshold": self.threshold, **spec}
         digest = hashlib.sha256(json.dumps(ident, sort_keys=True, default=list).encode()).hexdigest()[:12]
         folder = Path(self.runs_dir) / self.chapter / f"{self.model}-{kind}-{digest}"
         folder.mkdir(parents=True, exist_ok=True)

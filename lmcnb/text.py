@@ -16,9 +16,10 @@ import socket
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Any, Sequence, Union
 
 import torch
+from transformers import PreTrainedTokenizerFast
 
 from .data import DatasetMissing, TensorData, data_root, fetch
 
@@ -123,7 +124,7 @@ class CharTokenizer:
         return "".join(self.chars[i] for i in ids)
 
 
-Tokenizer = Union[CharTokenizer, "transformers.PreTrainedTokenizerFast"]  # noqa: F821
+Tokenizer = Union[CharTokenizer, PreTrainedTokenizerFast]
 
 
 def tokenizer_id(tok: Tokenizer) -> str:
@@ -143,22 +144,25 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def hub_tokenizer(source: str):
-    """A tokenizer by hub id or local directory: from the local cache, else the hub."""
-    from transformers import AutoTokenizer
+def from_hub(cls: Any, source: str) -> Any:
+    """`cls.from_pretrained(source)`: a local directory, the local hub cache, else the hub.
 
+    Offline, fails at once instead of after the hub client's minute of retries.
+    """
     try:
-        return AutoTokenizer.from_pretrained(source, local_files_only=True)
-    except OSError:
-        if Path(source).exists() or not hub_reachable():
+        return cls.from_pretrained(source, local_files_only=True)
+    except OSError as exc:
+        if Path(source).exists():
             raise
-        return AutoTokenizer.from_pretrained(source)
+        if not hub_reachable():
+            raise OSError(f"{source!r} is neither a local directory nor in the hub cache, "
+                          f"and {HUB_HOST} cannot be reached") from exc
+    return cls.from_pretrained(source)
 
 
-def train_bpe(text: str, vocab_size: int):
+def train_bpe(text: str, vocab_size: int) -> PreTrainedTokenizerFast:
     """A byte-level BPE (GPT-2's scheme: bytes, then merges) trained on `text`."""
     from tokenizers import ByteLevelBPETokenizer
-    from transformers import PreTrainedTokenizerFast
 
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(text.splitlines(keepends=True), vocab_size=vocab_size, min_frequency=2,
@@ -167,16 +171,18 @@ def train_bpe(text: str, vocab_size: int):
                                    bos_token="<|endoftext|>", model_max_length=int(1e9))
 
 
-def bpe_tokenizer(train_text: str, hub_id: str = "gpt2", vocab_size: int = 50257):
+def bpe_tokenizer(train_text: str, hub_id: str = "gpt2", vocab_size: int = 50257) -> PreTrainedTokenizerFast:
     """GPT-2's BPE by hub id; offline, a byte-level BPE of `vocab_size` trained on `train_text`.
 
     The fallback warns, and `tokenizer_id` tells the two apart, so runs never mix them up.
     """
     try:
-        return hub_tokenizer(hub_id)
+        from transformers import AutoTokenizer
+
+        return from_hub(AutoTokenizer, hub_id)
     except OSError as exc:
         warnings.warn(f"GPT-2 tokenizer {hub_id!r} is unavailable offline ({type(exc).__name__}); "
-                      f"training a byte-level BPE with {vocab_size} tokens on the training split instead",
+                      f"training a byte-level BPE of up to {vocab_size} tokens on the training split instead",
                       stacklevel=2)
         return train_bpe(train_text, vocab_size)
 

@@ -137,7 +137,7 @@ class EpochSampler:
         return {"epoch_start": self.epoch_start, "pos": self.pos}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.gen.set_state(state["epoch_start"])
+        self.gen.set_state(state["epoch_start"].cpu())
         self._new_epoch()
         self.pos = state["pos"]
 
@@ -167,7 +167,8 @@ class Trainer:
         self.steps_per_epoch = cfg.steps_per_epoch(len(data))
         self.total_steps = parse_steps(cfg.max_steps, self.steps_per_epoch)
         self.eval_every = max(1, parse_steps(cfg.eval_every, self.steps_per_epoch))
-        self.sampler = EpochSampler(len(data), cfg.batch_size, streams.gen["data_order"])
+        # One draw per optimizer step, split into `accum_steps` micro-batches: a step never spans epochs.
+        self.sampler = EpochSampler(len(data), cfg.batch_size * cfg.accum_steps, streams.gen["data_order"])
         self.progress = Progress()
 
     # -- state ---------------------------------------------------------------------------
@@ -205,8 +206,8 @@ class Trainer:
             group["lr"] = lr
         model.train()
         total, count = 0.0, 0
-        for _ in range(cfg.accum_steps):
-            x, y = self.data.batch(self.sampler.next().to(self.device))
+        for idx in self.sampler.next().to(self.device).chunk(cfg.accum_steps):
+            x, y = self.data.batch(idx)
             if self.augment is not None:
                 with self.streams.active("augmentation"):
                     x = self.augment(x)

@@ -37,6 +37,7 @@ FIGSIZE = (6.4, 2.4)  # inches
 DPI = 80
 PALETTES = (64, 32, 16, 8)  # colours tried, most first, until a frame fits FRAME_BYTES
 METRIC_COLOR = {"loss": "tab:blue", "error": "tab:red"}
+CSS_CLASS = "lmcnb-alpha-slider"  # on the outer box of every α-slider (the browser test finds them by it)
 
 
 def live_default() -> bool:
@@ -134,7 +135,9 @@ def alpha_slider(curves: pd.DataFrame, model: torch.nn.Module, state_a: dict, st
                                      continuous_update=False, readout_format=".2f")
         image = widgets.Image(value=drawer.draw(slider.value), format="png")
         slider.observe(lambda change: setattr(image, "value", drawer.draw(change["new"])), names="value")
-        return widgets.VBox([slider, image])
+        box = widgets.VBox([slider, image])
+        box.add_class(CSS_CLASS)
+        return box
     pad = 0.03 * (alphas[-1] - alphas[0])
     drawer = FrameDrawer(curves, interpolator, view, title, (alphas[0] - pad, alphas[-1] + pad))
     frames = [widgets.Image(value=drawer.draw(float(a)), format="png") for a in alphas]
@@ -144,7 +147,9 @@ def alpha_slider(curves: pd.DataFrame, model: torch.nn.Module, state_a: dict, st
     play = widgets.Play(value=0, min=0, max=last, interval=400, description="Play α")
     widgets.jslink((play, "value"), (slider, "value"))
     widgets.jslink((slider, "value"), (stack, "selected_index"))
-    return widgets.VBox([widgets.HBox([play, slider]), stack])
+    box = widgets.VBox([widgets.HBox([play, slider]), stack])
+    box.add_class(CSS_CLASS)
+    return box
 
 
 def display_pixels(x: torch.Tensor, mean: Sequence[float] | None = None,

@@ -21,3 +21,18 @@ def mnist_small(data_dir):
     test = load_vision("mnist", "test", data_dir, download=False)
     return (TensorData(train.x[:512].clone(), train.y[:512].clone(), train.classes),
             TensorData(test.x[:256].clone(), test.y[:256].clone(), test.classes))
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """One intra-op thread for a test module (``pytestmark = pytest.mark.usefixtures("single_thread")``).
+
+    Training and evaluation in unit tests use tiny batches: a second thread gains little on an idle
+    machine and costs several times over on a busy one (threads spin waiting for a core).
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -184,26 +184,26 @@ def test_missing_file_is_file_not_found(tmp_path):
 
 
 class _Trap:
-    """Unpickling this writes a marker file: proof that a loader executed pickled code."""
+    """Unpickling this creates a marker file: proof that a loader executed pickled code."""
 
-    marker = None
+    def __init__(self, marker):
+        self.marker = str(marker)
 
     def __reduce__(self):
-        return (open, (str(self.marker), "w"))
+        return (open, (self.marker, "w"))
 
 
 def test_pickle_payloads_are_refused_and_never_executed(tmp_path):
     marker = tmp_path / "EXECUTED"
-    trap = _Trap()
-    trap.marker = marker
-    payloads = {"pickle.safetensors": pickle.dumps({"model": trap}),
-                "torch.safetensors": None}
-    (tmp_path / "pickle.safetensors").write_bytes(payloads["pickle.safetensors"])
-    torch.save({"model": {"w": torch.ones(3)}, "trap": trap}, tmp_path / "torch.safetensors")
-    assert not marker.exists()
-    for name in payloads:
+    payload = pickle.dumps({"model": _Trap(marker)})
+    (tmp_path / "pickle.safetensors").write_bytes(payload)
+    torch.save({"model": {"w": torch.ones(3)}, "trap": _Trap(marker)}, tmp_path / "torch.safetensors")
+    for name in ("pickle.safetensors", "torch.safetensors"):
         _refused(tmp_path / name)
     assert not marker.exists()
+    # The trap works: a pickle loader would have run it.
+    pickle.loads(payload)["model"].close()
+    assert marker.exists()
 
 
 def test_loading_does_not_go_through_pickle(saved, monkeypatch):

@@ -1,6 +1,5 @@
 """Tests for lmcnb.interpolate: the path θ(α), its endpoints, BatchNorm reset, curves, eval subsets."""
 
-import copy
 import math
 
 import numpy as np
@@ -20,6 +19,8 @@ from lmcnb.interpolate import (
 from lmcnb.models import AlexNet, LeNet5
 from lmcnb.rng import RngStreams, Seeds
 from lmcnb.train import evaluate
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _clone(state):

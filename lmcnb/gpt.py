@@ -1,0 +1,235 @@
+"""GPT-2-style decoders through `transformers`: named shapes, building, pretrained checkpoints,
+text samples, and the bridge from a text corpus to a `study.Setup`.
+
+Every model is a `GPT2LMHeadModel`, so a checkpoint saved here loads with
+`GPT2LMHeadModel.from_pretrained(<dir>)` exactly like the hub's `"gpt2"`.
+"""
+from __future__ import annotations
+
+import hashlib
+import textwrap
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+from .runs import Run, RunSpec
+from .rng import Seeds
+from .study import Setup
+from .text import Tokenizer, encode, from_hub, token_windows, tokenizer_id
+from .train import TrainConfig
+
+
+# GPT-2 uses GELU's tanh approximation ("gelu_new"); models trained here use the exact GELU,
+# whose CPU kernel is about 4x faster (a pretrained GPT-2 keeps its own activation).
+ACTIVATION = "gelu"
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    """A decoder's shape and the tokenization it is meant for ("char" or "bpe")."""
+
+    n_layer: int
+    n_head: int
+    n_embd: int
+    block_size: int
+    tokenizer: str = "bpe"
+    dropout: float = 0.0
+
+
+GPT_CONFIGS = {
+    "GPT2": GPTConfig(12, 12, 768, 1024, "bpe", dropout=0.1),  # 124M with GPT-2's 50257 tokens
+    "MinGPT": GPTConfig(6, 6, 384, 256, "bpe"),  # 30M
+    "CompactGPT": GPTConfig(6, 6, 192, 64, "bpe"),  # 12M
+    "ToyGPT": GPTConfig(4, 4, 32, 8, "bpe"),
+    "TinyGPT": GPTConfig(4, 4, 64, 8, "char"),
+    "CPUGPT": GPTConfig(4, 4, 128, 64, "char"),  # the CPU-sized character model
+}
+
+
+def gpt_config(name: str) -> GPTConfig:
+    if name not in GPT_CONFIGS:
+        raise ValueError(f"unknown model_config {name!r}; valid: {', '.join(GPT_CONFIGS)}")
+    return GPT_CONFIGS[name]
+
+
+def hf_config(cfg: GPTConfig, vocab_size: int) -> GPT2Config:
+    """The `transformers` configuration of `cfg` for a vocabulary of `vocab_size` tokens."""
+    return GPT2Config(vocab_size=vocab_size, n_positions=cfg.block_size, n_embd=cfg.n_embd,
+                      n_layer=cfg.n_layer, n_head=cfg.n_head, resid_pdrop=cfg.dropout,
+                      embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout, activation_function=ACTIVATION,
+                      use_cache=False, bos_token_id=None, eos_token_id=None)
+
+
+def count_flops(config: GPT2Config, tokens_per_sequence: int | None = None) -> dict[str, float]:
+    """Analytic forward FLOPs per token (a multiply-add counts 2), and the parameter counts.
+
+    matmul weights per layer: 12·d² (qkv 3d², projection d², MLP 8d²); LM head d·V.
+    forward/token = 2·(12·L·d² + d·V) + 4·L·T·d, the last term for QKᵀ and A·V over the full
+    T×T score matrix (what dense attention kernels compute). Training = 3 × forward.
+    Layer norms, softmax, GELU, biases and embedding lookups are left out (< 2% here).
+    """
+    L, d, V = config.n_layer, config.n_embd, config.vocab_size
+    T = tokens_per_sequence or config.n_positions
+    matmul_params = 12 * L * d * d + d * V
+    forward = 2 * matmul_params + 4 * L * T * d
+    return {"forward_per_token": forward, "train_per_token": 3 * forward, "matmul_params": matmul_params}
+
+
+def build_gpt(config: GPT2Config) -> GPT2LMHeadModel:
+    """A freshly initialized GPT-2 (draws from torch's global RNG: call it in the init stream)."""
+    return GPT2LMHeadModel(config)
+
+
+# -- pretrained checkpoints ----------------------------------------------------------------------
+def load_pretrained(source: str) -> GPT2LMHeadModel:
+    """`GPT2LMHeadModel.from_pretrained(source)` for a hub id ("gpt2") or a local directory."""
+    model = from_hub(GPT2LMHeadModel, source)
+    model.config.use_cache = False
+    return model
+
+
+def load_tokenizer(source: str):
+    """The tokenizer stored with a pretrained model (hub id or local directory)."""
+    return from_hub(AutoTokenizer, source)
+
+
+def save_pretrained(model: GPT2LMHeadModel, tokenizer, folder: str | Path) -> Path:
+    """Save model (safetensors) and tokenizer the way the hub stores them."""
+    folder = Path(folder)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def pretrained_id(source: str) -> str:
+    """A hub id as given; a local directory by a hash of its weights (the path does not matter)."""
+    weights = Path(source) / "model.safetensors"
+    if not weights.exists():
+        return source
+    digest = hashlib.sha256()
+    with open(weights, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return f"dir-{digest.hexdigest()[:16]}"
+
+
+def pretrain(model: str, tokenizer, text: str, train: TrainConfig, runs_dir: str | Path, *,
+             dataset: str, device: str = "cpu", seed: int = 0) -> Path:
+    """Train `GPT_CONFIGS[model]` on `text` as a resumable lmcnb run; save it like a hub checkpoint.
+
+    Returns `<runs_dir>/pretrained/<run id>`, which `load_pretrained` and `load_tokenizer` read.
+    """
+    cfg = gpt_config(model)
+    config = hf_config(cfg, len(tokenizer))
+    data = token_windows(encode(tokenizer, text), cfg.block_size)
+    spec = RunSpec(model, dataset, train, Seeds.from_base(seed, "pretrain"),
+                   model_args=_identity(config, tokenizer, None, cfg.block_size))
+    run = Run(spec, Path(runs_dir) / "train", lambda: build_gpt(config), data, device)
+    folder = Path(runs_dir) / "pretrained" / spec.run_id
+    if not (folder / "model.safetensors").exists():
+        with torch.random.fork_rng():
+            net = build_gpt(config)
+        net.load_state_dict(run.weights())
+        save_pretrained(net, tokenizer, folder)
+    return folder
+
+
+# -- text samples ----------------------------------------------------------------------------
+@torch.inference_mode()
+def sample(model: GPT2LMHeadModel, tokenizer: Tokenizer, prompt: str, max_new_tokens: int, seed: int,
+           temperature: float = 1.0) -> str:
+    """Continue `prompt` by sampling; the same `seed` gives the same uniform draws for any model."""
+    device = next(model.parameters()).device
+    gen = torch.Generator().manual_seed(seed)
+    block = model.config.n_positions
+    ids = encode(tokenizer, prompt)[None].to(device)
+    start = ids.shape[1]
+    was_training = model.training
+    model.eval()
+    for _ in range(max_new_tokens):
+        logits = model(ids[:, -block:]).logits[0, -1].float().cpu()
+        nxt = torch.multinomial(torch.softmax(logits / temperature, -1), 1, generator=gen)
+        ids = torch.cat([ids, nxt.to(device)[None]], dim=1)
+    model.train(was_training)
+    return tokenizer.decode(ids[0, start:].tolist())
+
+
+def text_sample_view(tokenizer: Tokenizer, prompt: str, max_new_tokens: int, seed: int,
+                     width: int = 64, max_lines: int = 12) -> Callable[[GPT2LMHeadModel, float, Any], None]:
+    """An α-slider view: the interpolated model's continuation of `prompt`, as wrapped text."""
+
+    def view(model: GPT2LMHeadModel, alpha: float, ax) -> None:
+        text = prompt + sample(model, tokenizer, prompt, max_new_tokens, seed)
+        lines = [w for line in text.splitlines() for w in (textwrap.wrap(line, width) or [""])]
+        ax.axis("off")
+        ax.text(0, 1, "\n".join(lines[:max_lines]), va="top", ha="left", family="monospace",
+                fontsize=7, transform=ax.transAxes)
+        ax.set_title(f"sample at α = {alpha:.2f} (seed {seed})", fontsize=9)
+
+    return view
+
+
+# -- chapter set-up ----------------------------------------------------------------------------
+def lm_train_config(*, batch_size: int, sim_batch_size: int, max_iters: int, warmup_steps: int,
+                    max_steps: int | None = None, lr: float, min_lr: float, weight_decay: float = 0.1,
+                    log_every: int = 50) -> TrainConfig:
+    """The seed's recipe: AdamW β = (0.9, 0.95), warmup then cosine from `lr` to `min_lr`, clip 1.0,
+    and `sim_batch_size / batch_size` accumulated micro-batches per optimizer step.
+
+    `max_steps` (the end of the cosine) must equal `max_iters`: lmcnb's cosine spans the whole run.
+    """
+    if sim_batch_size % batch_size:
+        raise ValueError(f"sim_batch_size ({sim_batch_size}) must be a multiple of batch_size ({batch_size})")
+    if max_steps is not None and max_steps != max_iters:
+        raise ValueError(f"max_steps ({max_steps}) must equal max_iters ({max_iters}): "
+                         "the cosine decay spans the whole run")
+    return TrainConfig(batch_size=batch_size, max_steps=max_iters, optimizer="adamw", lr=lr, min_lr=min_lr,
+                       betas=(0.9, 0.95), weight_decay=weight_decay, schedule="cosine",
+                       warmup_steps=warmup_steps, grad_clip=1.0, accum_steps=sim_batch_size // batch_size,
+                       eval_every=max(1, min(log_every, max_iters)))
+
+
+def _identity(config: GPT2Config, tokenizer: Tokenizer, pretrained: str | None, stride: int):
+    shape = {k: getattr(config, k) for k in ("n_layer", "n_head", "n_embd", "n_positions", "vocab_size",
+                                             "resid_pdrop", "embd_pdrop", "attn_pdrop", "activation_function")}
+    args = [("gpt", sorted(shape.items())), ("tokenizer", tokenizer_id(tokenizer)), ("stride", stride)]
+    if pretrained is not None:
+        args.append(("pretrained", pretrained_id(pretrained)))
+    return tuple(args)
+
+
+def lm_setup(chapter: str, model: str, config: GPT2Config, tokenizer: Tokenizer, train_text: str,
+             test_text: str, train: TrainConfig, runs_dir: str | Path, *, dataset: str,
+             pretrained: str | None = None, train_stride: int | None = None, eval_batch_tokens: int = 8192,
+             **setup_kwargs: Any) -> Setup:
+    """A language-model `Setup`: token windows of both splits and a GPT built from `config`
+    (random init) or loaded from `pretrained` (k counts fine-tuning steps).
+
+    Training windows start every `train_stride` tokens (default: non-overlapping); test windows
+    never overlap. An evaluation batch holds about `eval_batch_tokens` tokens, so `eval_iters`
+    batches cover the same number of tokens whatever the block size.
+    """
+    if len(tokenizer) > config.vocab_size:
+        raise ValueError(f"tokenizer has {len(tokenizer)} tokens, the model only {config.vocab_size}")
+    block = config.n_positions
+    stride = train_stride or block
+    build = (lambda: load_pretrained(pretrained)) if pretrained is not None else (lambda: build_gpt(config))
+    return Setup(chapter=chapter, model=model, dataset=dataset, build=build,
+                 train_data=token_windows(encode(tokenizer, train_text), block, stride),
+                 test_data=token_windows(encode(tokenizer, test_text), block), train=train,
+                 runs_dir=Path(runs_dir), model_args=_identity(config, tokenizer, pretrained, stride),
+                 language_model=True, eval_batch_size=max(1, eval_batch_tokens // block), **setup_kwargs)
+
+
+def config_table(vocab_sizes: dict[str, int]) -> list[dict[str, Any]]:
+    """One row per named configuration: its shape and parameter count for the given vocabulary."""
+    rows = []
+    for name, cfg in GPT_CONFIGS.items():
+        config = hf_config(cfg, vocab_sizes[cfg.tokenizer])
+        with torch.device("meta"):
+            n = sum(p.numel() for p in build_gpt(config).parameters())
+        rows.append({"model_config": name, **asdict(cfg), "vocab_size": config.vocab_size, "parameters": n})
+    return rows

@@ -1,0 +1,86 @@
+"""Tests for lmcnb.params: profiles, explicit overrides, and errors that list the valid values."""
+
+import pytest
+
+from lmcnb.params import PROFILES, at_least, choose, pick_device, resolve, runs_root
+
+TABLE = {
+    "smoke": {"n_alpha": 5, "spawn_steps": [0, 10], "model": "lenet5", "bn_reset": False},
+    "book": {"n_alpha": 30, "spawn_steps": [0, 100, 1000], "model": "all", "bn_reset": True},
+    "paper": {"n_alpha": 30, "spawn_steps": [0, "1ep"], "model": "all", "bn_reset": True},
+}
+
+
+def test_profile_names():
+    assert PROFILES == ("smoke", "book", "paper")
+
+
+def test_resolve_takes_the_profile_and_overrides_with_explicit_values(tmp_path):
+    p = resolve(TABLE, "smoke")
+    assert (p.n_alpha, p.spawn_steps, p.model, p.bn_reset, p.profile) == (5, [0, 10], "lenet5", False, "smoke")
+    p = resolve(TABLE, "book", n_alpha=11, spawn_steps=["2ep"], bn_reset=False, model=None,
+                runs_dir=str(tmp_path / "r"))
+    assert p.n_alpha == 11 and p.spawn_steps == ["2ep"]
+    assert p.bn_reset is False  # a falsy explicit value still overrides
+    assert p.model == "all"  # None means "not given": the profile's value stays
+    assert p.profile == "book"
+    assert p.runs_dir == (tmp_path / "r").resolve()
+    # The profile table is not modified.
+    assert TABLE["book"]["n_alpha"] == 30 and TABLE["book"]["bn_reset"] is True
+
+
+def test_resolve_unknown_profile_lists_valid_profiles():
+    with pytest.raises(ValueError) as info:
+        resolve(TABLE, "fast")
+    msg = str(info.value)
+    assert "'fast'" in msg and all(name in msg for name in ("smoke", "book", "paper"))
+
+
+def test_resolve_unknown_parameter_lists_valid_parameters():
+    with pytest.raises(ValueError) as info:
+        resolve(TABLE, "smoke", n_alpah=3)
+    msg = str(info.value)
+    assert "n_alpah" in msg
+    assert all(name in msg for name in ("n_alpha", "spawn_steps", "model", "bn_reset"))
+
+
+def test_resolve_accepts_machine_parameters(tmp_path):
+    p = resolve(TABLE, "smoke", data_dir=str(tmp_path), device="cpu")
+    assert p.data_dir == str(tmp_path) and p.device == "cpu"
+
+
+def test_choose():
+    assert choose("model", "lenet5", ["lenet5", "alexnet"]) == "lenet5"
+    assert choose("n", 2, range(5)) == 2
+    with pytest.raises(ValueError) as info:
+        choose("model", "resnet", ("lenet5", "reduced_vgg", "alexnet"))
+    msg = str(info.value)
+    assert "model" in msg and "'resnet'" in msg
+    assert all(repr(v) in msg for v in ("lenet5", "reduced_vgg", "alexnet"))
+
+
+def test_at_least():
+    assert at_least("n_alpha", 2, 2) == 2
+    assert at_least("n_children", 10, 2) == 10
+    for bad in (1, 0, -4, 2.0, 2.5, "3", None, True):
+        with pytest.raises(ValueError) as info:
+            at_least("n_alpha", bad, 2)
+        assert "n_alpha" in str(info.value) and ">= 2" in str(info.value)
+
+
+def test_runs_root_precedence(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LMCNB_RUNS", raising=False)
+    assert runs_root() == tmp_path.resolve() / "runs"
+    monkeypatch.setenv("LMCNB_RUNS", str(tmp_path / "env"))
+    assert runs_root() == (tmp_path / "env").resolve()
+    assert runs_root(tmp_path / "given") == (tmp_path / "given").resolve()
+
+
+def test_pick_device():
+    assert pick_device("cpu") == "cpu"
+    assert pick_device("cuda:1") == "cuda:1"  # an explicit device is taken as given
+    assert pick_device() in ("cpu", "cuda", "mps") and pick_device("auto") == pick_device()
+    with pytest.raises(ValueError) as info:
+        pick_device("tpu")
+    assert all(name in str(info.value) for name in ("cpu", "cuda", "mps"))
