@@ -20,12 +20,22 @@ $(VENV)/.ready: requirements.txt pyproject.toml
 env: $(VENV)/.ready
 	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 
-# Execute every chapter at the book profile (cached runs make a re-run quick).
-book: env
-	$(BIN)/python -m lmcnb.execute --profile book --out _build/executed
+# The book's JavaScript comes from npm (package.json); the browser check needs Debian's chromium.
+NPM_CHECK := command -v npm >/dev/null || (apt-get update && apt-get install -y npm)
+CHROMIUM_CHECK := command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 
-# Unit tests, then every chapter at the smoke profile checked by nbval.
+# Execute every chapter at the book profile (cached runs make a re-run quick), build _build/html.
+book: env
+	$(NPM_CHECK)
+	$(BIN)/python -m lmcnb.execute --profile book --out _build/executed --build
+
+# Unit tests, every chapter at the smoke profile checked by nbval, the book built from those
+# copies with warnings as errors, then the built pages in headless Chromium.
 test: env
-	$(BIN)/python -m pytest -q tests
+	$(NPM_CHECK)
+	$(CHROMIUM_CHECK)
+	$(BIN)/python -m pytest -q tests --ignore=tests/test_browser.py
 	$(BIN)/python -m lmcnb.execute --profile smoke --out _build/smoke
 	LMCNB_RUNS=$(CURDIR)/_build/nbval-runs $(BIN)/python -m pytest -q --nbval-lax -p no:cacheprovider _build/smoke/*.ipynb
+	$(BIN)/python -m lmcnb.execute --out _build/smoke --no-execute --build
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_browser.py

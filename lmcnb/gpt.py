@@ -23,7 +23,7 @@ from .train import TrainConfig
 
 
 # GPT-2 uses GELU's tanh approximation ("gelu_new"); models trained here use the exact GELU,
-# whose CPU kernel is about 4x faster (a pretrained GPT-2 keeps its own activation).
+# whose CPU kernel measured about 4x faster (a pretrained GPT-2 keeps its own activation).
 ACTIVATION = "gelu"
 
 
@@ -69,7 +69,7 @@ def count_flops(config: GPT2Config, tokens_per_sequence: int | None = None) -> d
     matmul weights per layer: 12·d² (qkv 3d², projection d², MLP 8d²); LM head d·V.
     forward/token = 2·(12·L·d² + d·V) + 4·L·T·d, the last term for QKᵀ and A·V over the full
     T×T score matrix (what dense attention kernels compute). Training = 3 × forward.
-    Layer norms, softmax, GELU, biases and embedding lookups are left out (< 2% here).
+    Layer norms, softmax, GELU, biases and embedding lookups are left out (about 2% for CPUGPT).
     """
     L, d, V = config.n_layer, config.n_embd, config.vocab_size
     T = tokens_per_sequence or config.n_positions
@@ -157,17 +157,17 @@ def sample(model: GPT2LMHeadModel, tokenizer: Tokenizer, prompt: str, max_new_to
     return tokenizer.decode(ids[0, start:].tolist())
 
 
-def text_sample_view(tokenizer: Tokenizer, prompt: str, max_new_tokens: int, seed: int,
-                     width: int = 64, max_lines: int = 12) -> Callable[[GPT2LMHeadModel, float, Any], None]:
-    """An α-slider view: the interpolated model's continuation of `prompt`, as wrapped text."""
+def text_sample_view(tokenizer: Tokenizer, prompt: str, max_new_tokens: int, seed: int, width: int = 52,
+                     max_lines: int = 14, fontsize: float = 6.0) -> Callable[[GPT2LMHeadModel, float, Any], None]:
+    """An α-slider view: θ(α)'s continuation of `prompt` (fixed sampling seed) as wrapped text."""
 
     def view(model: GPT2LMHeadModel, alpha: float, ax) -> None:
         text = prompt + sample(model, tokenizer, prompt, max_new_tokens, seed)
         lines = [w for line in text.splitlines() for w in (textwrap.wrap(line, width) or [""])]
         ax.axis("off")
         ax.text(0, 1, "\n".join(lines[:max_lines]), va="top", ha="left", family="monospace",
-                fontsize=7, transform=ax.transAxes)
-        ax.set_title(f"sample at α = {alpha:.2f} (seed {seed})", fontsize=9)
+                fontsize=fontsize, transform=ax.transAxes)
+        ax.set_title(f"sampled at α = {alpha:.2f} (seed {seed})", fontsize=7, pad=2)
 
     return view
 

@@ -26,6 +26,7 @@ from .data import DatasetMissing, TensorData, data_root, fetch
 TEXT_DATASETS = ("shakespeare", "ptb")
 TRAIN_FRACTION = 0.9  # Tiny Shakespeare: first 90% of the characters train, the rest test
 HUB_HOST = "huggingface.co"
+END_OF_TEXT = "<|endoftext|>"  # GPT-2's one special token
 
 
 @dataclass(frozen=True)
@@ -161,14 +162,17 @@ def from_hub(cls: Any, source: str) -> Any:
 
 
 def train_bpe(text: str, vocab_size: int) -> PreTrainedTokenizerFast:
-    """A byte-level BPE (GPT-2's scheme: bytes, then merges) trained on `text`."""
-    from tokenizers import ByteLevelBPETokenizer
+    """A byte-level BPE (GPT-2's scheme: the 256 bytes, then merges) trained on `text`."""
+    from tokenizers import Tokenizer as BPE, decoders, models, pre_tokenizers, trainers
 
-    bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(text.splitlines(keepends=True), vocab_size=vocab_size, min_frequency=2,
-                            show_progress=False, special_tokens=["<|endoftext|>"])
-    return PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, eos_token="<|endoftext|>",
-                                   bos_token="<|endoftext|>", model_max_length=int(1e9))
+    bpe = BPE(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2, special_tokens=[END_OF_TEXT],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    bpe.train_from_iterator(text.splitlines(keepends=True), trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token=END_OF_TEXT, bos_token=END_OF_TEXT,
+                                   model_max_length=int(1e9))
 
 
 def bpe_tokenizer(train_text: str, hub_id: str = "gpt2", vocab_size: int = 50257) -> PreTrainedTokenizerFast:
@@ -176,9 +180,9 @@ def bpe_tokenizer(train_text: str, hub_id: str = "gpt2", vocab_size: int = 50257
 
     The fallback warns, and `tokenizer_id` tells the two apart, so runs never mix them up.
     """
-    try:
-        from transformers import AutoTokenizer
+    from transformers import AutoTokenizer
 
+    try:
         return from_hub(AutoTokenizer, hub_id)
     except OSError as exc:
         warnings.warn(f"GPT-2 tokenizer {hub_id!r} is unavailable offline ({type(exc).__name__}); "

@@ -1,0 +1,132 @@
+"""One 30-α interpolation curve of a GPT over the whole Tiny Shakespeare test split, two ways.
+
+    python benchmarks/lm_interpolation.py [--model CPUGPT] [--n-alpha 30] [--train-steps 100]
+
+* seed 000's way: for every α a fresh deep copy of the model loads θ(α); the test split is fed
+  one sequence per forward pass;
+* lmcnb's way: `lmcnb.interpolate.interpolation_curve`: one model rewritten in place with
+  `lerp`, windows preloaded as one tensor and evaluated in batches under inference mode.
+
+Both curves are computed in one run and compared (time ratio, max |Δ| of loss and error). FLOPs
+are counted analytically with `lmcnb.gpt.count_flops`: forward per token
+2·(12·L·d² + d·V) + 4·L·T·d (the matmuls, plus QKᵀ and A·V over the full T×T scores); a
+training step is 3× the forward FLOPs of its tokens. Achieved GFLOP/s are set against a
+fp32 matrix-multiply peak measured in the same run, for the curve and for one training step.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import lmcnb  # noqa: F401  (sets the allocator options)
+from lmcnb import gpt, text
+from lmcnb.interpolate import alpha_grid, interpolation_curve
+from lmcnb.rng import RngStreams, Seeds
+from lmcnb.train import Trainer
+
+
+def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
+    """Best-of-three fp32 GFLOP/s of an n×n matrix product."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = 0.0
+    for _ in range(3):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        best = max(best, 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def seed_way(model, state_a, state_b, test, alphas) -> np.ndarray:
+    """A fresh copy per α, one sequence per forward pass; rows of (loss, error)."""
+    rows = []
+    for alpha in alphas:
+        net = copy.deepcopy(model)
+        net.load_state_dict({k: (1 - alpha) * a + alpha * state_b[k] if a.is_floating_point() else a
+                             for k, a in state_a.items()})
+        net.eval()
+        loss = errors = 0.0
+        with torch.no_grad():
+            for x, y in zip(test.x, test.y):
+                logits = net(x[None]).logits[0]
+                loss += float(F.cross_entropy(logits, y, reduction="sum"))
+                errors += float((logits.argmax(-1) != y).sum())
+        rows.append((loss / test.y.numel(), errors / test.y.numel()))
+    return np.array(rows)
+
+
+def train_endpoint(config, data, cfg, seed: int, steps: int) -> tuple[dict[str, torch.Tensor], float]:
+    """A model trained `steps` steps from its own init; returns its weights and seconds per step."""
+    streams = RngStreams(Seeds.from_base(seed, "benchmark"))
+    with streams.active("init"):
+        model = gpt.build_gpt(config)
+    trainer = Trainer(model, cfg, data, streams)
+    for _ in range(3):  # warm-up steps, not timed
+        trainer.step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        trainer.step()
+    return model.state_dict(), (time.perf_counter() - start) / steps
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="CPUGPT", choices=[n for n, c in gpt.GPT_CONFIGS.items() if c.tokenizer == "char"])
+    ap.add_argument("--n-alpha", type=int, default=30)
+    ap.add_argument("--train-steps", type=int, default=100, help="steps each endpoint trains (also timed)")
+    ap.add_argument("--batch-size", type=int, default=16, help="training sequences per step")
+    ap.add_argument("--batch-tokens", type=int, default=8192, help="tokens per evaluation batch (lmcnb)")
+    ap.add_argument("--data-dir", default=None)
+    args = ap.parse_args()
+
+    train_text, test_text = (text.load_text("shakespeare", s, args.data_dir) for s in ("train", "test"))
+    tok = text.CharTokenizer.fit(train_text)
+    config = gpt.hf_config(gpt.gpt_config(args.model), len(tok))
+    block = config.n_positions
+    train = text.token_windows(text.encode(tok, train_text), block)
+    test = text.token_windows(text.encode(tok, test_text), block)
+    flops = gpt.count_flops(config)
+    print(f"{args.model}: {flops['matmul_params']:,} matmul weights, {flops['forward_per_token'] / 1e6:.3f} MFLOP "
+          f"forward per token; test split {len(test)} windows × {block} = {test.y.numel():,} tokens; "
+          f"{torch.get_num_threads()} threads")
+
+    peak = matmul_peak()
+    print(f"matmul peak (fp32, 2048²): {peak:.1f} GFLOP/s")
+
+    cfg = gpt.lm_train_config(batch_size=args.batch_size, sim_batch_size=args.batch_size,
+                              max_iters=args.train_steps + 3, warmup_steps=10, lr=1e-3, min_lr=1e-4)
+    state_a, step_s = train_endpoint(config, train, cfg, 0, args.train_steps)
+    state_b, _ = train_endpoint(config, train, cfg, 1, args.train_steps)
+    step_flops = flops["train_per_token"] * args.batch_size * block
+    print(f"training step (batch {args.batch_size} × {block}): {step_s * 1e3:.1f} ms, "
+          f"{step_flops / step_s / 1e9:.1f} GFLOP/s = {step_flops / step_s / 1e9 / peak:.0%} of peak")
+
+    alphas = alpha_grid(args.n_alpha)
+    with torch.random.fork_rng():
+        model = gpt.build_gpt(config)
+
+    start = time.perf_counter()
+    ours, _ = interpolation_curve(model, state_a, state_b, {"test": test}, alphas,
+                                  batch_size=max(1, args.batch_tokens // block), progress=False)
+    ours_s = time.perf_counter() - start
+    start = time.perf_counter()
+    seed = seed_way(model, state_a, state_b, test, alphas)
+    seed_s = time.perf_counter() - start
+
+    curve_flops = flops["forward_per_token"] * test.y.numel() * len(alphas)
+    diff = np.abs(ours[["loss", "error"]].to_numpy() - seed).max(axis=0)
+    print(f"seed 000's way: {seed_s:7.1f} s  ({curve_flops / seed_s / 1e9:.1f} GFLOP/s)")
+    print(f"lmcnb's way:    {ours_s:7.1f} s  ({curve_flops / ours_s / 1e9:.1f} GFLOP/s = "
+          f"{curve_flops / ours_s / 1e9 / peak:.0%} of peak)")
+    print(f"speed-up: {seed_s / ours_s:.1f}x; max |Δ| loss {diff[0]:.2e}, error {diff[1]:.2e}")
+    print(f"curve: loss {ours.loss.iloc[0]:.4f} (α=0) … {ours.loss.max():.4f} (max) … {ours.loss.iloc[-1]:.4f} (α=1)")
+
+
+if __name__ == "__main__":
+    main()

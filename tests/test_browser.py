@@ -1,0 +1,192 @@
+"""The built book in a real browser: headless Chromium on pages served from 127.0.0.1.
+
+Needs the HTML first (`make test` builds it before running this file):
+    python -m lmcnb.execute --profile smoke --out _build/smoke --build
+Every page must load with no request leaving 127.0.0.1, no failed request and no script error.
+On every chapter page each α-slider must render, and moving it or pressing Play must change the
+frame shown; screenshots go to _build/screenshots/.
+"""
+from __future__ import annotations
+
+import functools
+import html
+import http.server
+import json
+import re
+import threading
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+import yaml
+
+from lmcnb.execute import HTML, REPO, toc_chapters
+from lmcnb.widgets import CSS_CLASS
+
+CHROMIUM = Path("/usr/bin/chromium")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--no-first-run", "--disable-sync"]
+SCREENSHOTS = REPO / "_build" / "screenshots"
+STATE_SCRIPT = re.compile(r'<script type="application/vnd.jupyter.widget-state\+json">(.*?)</script>', re.S)
+VIEW_SCRIPT = re.compile(r'<script type="application/vnd.jupyter.widget-view\+json">(.*?)</script>', re.S)
+
+
+def toc_pages() -> list[str]:
+    """Every page of _toc.yml as a path under the HTML root."""
+    toc = yaml.safe_load((REPO / "_toc.yml").read_text())
+    pages = [toc["root"]] + [c["file"] for part in toc["parts"] for c in part["chapters"]]
+    return [f"{p}.html" for p in pages]
+
+
+def expected_sliders(page: Path) -> int:
+    """How many α-slider views the page embeds (from its widget state and view tags)."""
+    text = page.read_text()
+    states = STATE_SCRIPT.findall(text)
+    if not states:
+        return 0
+    models = json.loads(html.unescape(states[0]))["state"]
+    views = [json.loads(html.unescape(v))["model_id"] for v in VIEW_SCRIPT.findall(text)]
+    return sum(CSS_CLASS in models[m]["state"].get("_dom_classes", []) for m in views if m in models)
+
+
+@pytest.fixture(scope="session")
+def base_url() -> str:
+    """The built book served on 127.0.0.1 by a thread of this process."""
+    if not (HTML / "index.html").exists():
+        pytest.fail(f"no built book in {HTML}: build it first with "
+                    "`python -m lmcnb.execute --profile smoke --out _build/smoke --build` (make test does)")
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(HTML)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/"
+    server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (make test does)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS, headless=True)
+        yield b
+        b.close()
+
+
+class Visit:
+    """A page opened with every request not to 127.0.0.1 blocked and counted, and errors recorded."""
+
+    def __init__(self, browser, url: str):
+        self.external, self.failed, self.errors = [], [], []
+        self.page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.on("requestfailed", lambda r: self.failed.append(r.url))
+        self.page.on("response", lambda r: r.status >= 400 and self.failed.append(f"{r.status} {r.url}"))
+        self.page.route("**/*", self._route)
+        self.page.goto(url, wait_until="load")
+
+    def _route(self, route) -> None:
+        if urlparse(route.request.url).hostname == "127.0.0.1":
+            route.continue_()
+        else:
+            self.external.append(route.request.url)
+            route.abort()
+
+    def check_clean(self) -> None:
+        assert self.external == [], f"requests left 127.0.0.1: {self.external}"
+        assert self.failed == [], f"failed requests: {self.failed}"
+        assert self.errors == [], f"script errors: {self.errors}"
+
+
+def frame(box) -> str:
+    """The src of the frame image shown in a slider box, once it has loaded."""
+    img = box.locator("img.widget-image:visible")
+    img.wait_for()
+    img.evaluate("e => e.complete || new Promise(r => e.addEventListener('load', r))")
+    assert img.evaluate("e => e.naturalWidth") > 0, "the frame image did not load"
+    return img.get_attribute("src")
+
+
+def wait_change(box, before: str, timeout_ms: int = 10_000) -> str:
+    """Wait until the slider box shows a frame other than `before`; returns the new src."""
+    try:
+        box.page.wait_for_function(
+            "([box, before]) => { const i = [...box.querySelectorAll('img.widget-image')]"
+            ".find(e => e.offsetParent !== null); return i && i.src !== before; }",
+            arg=[box.element_handle(), before], timeout=timeout_ms)
+    except Exception as exc:
+        raise AssertionError(f"the frame did not change (slider at index {index(box)})") from exc
+    return frame(box)
+
+
+def index(box) -> int:
+    return round(float(box.locator(".noUi-handle").get_attribute("aria-valuenow")))
+
+
+@pytest.mark.parametrize("page", toc_pages())
+def test_page_is_offline_and_error_free(browser, base_url, page):
+    visit = Visit(browser, base_url + page)
+    if visit.page.locator("div.math, span.math").count():
+        visit.page.wait_for_selector("mjx-container", timeout=15_000)  # MathJax typeset, from vendor/
+    visit.page.wait_for_load_state("networkidle")
+    visit.check_clean()
+    visit.page.close()
+
+
+@pytest.mark.parametrize("chapter", toc_chapters())
+def test_chapter_sliders_move_and_play(browser, base_url, chapter):
+    page_file = HTML / "notebooks" / f"{chapter}.html"
+    expected = expected_sliders(page_file)
+    assert expected >= 1, f"{page_file} embeds no α-slider"
+    visit = Visit(browser, f"{base_url}notebooks/{chapter}.html")
+    page = visit.page
+    colab = page.locator(f"a[href$='/notebooks/{chapter}.ipynb'][href^='https://colab.research.google.com/']")
+    assert colab.count() >= 1, "no Colab launch link"
+    boxes = page.locator(f".{CSS_CLASS}")
+    boxes.nth(expected - 1).wait_for(timeout=30_000)
+    assert boxes.count() == expected, f"{boxes.count()} of {expected} sliders rendered"
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    for old in SCREENSHOTS.glob(f"{chapter}-*.png"):
+        old.unlink()
+    for n in range(expected):
+        box = boxes.nth(n)
+        box.scroll_into_view_if_needed()
+        handle = box.locator(".noUi-handle")
+        last = round(float(handle.get_attribute("aria-valuemax")))
+        assert last >= 2, "a slider needs at least three frames"
+        shots = []
+
+        def move(key: str, times: int, before: str) -> str:
+            """Press `key` on the slider's handle `times` times, then wait for a new frame."""
+            for _ in range(times):
+                handle.press(key)
+            return wait_change(box, before)
+
+        def shoot() -> None:
+            path = SCREENSHOTS / f"{chapter}-slider{n}-alpha{index(box):02d}.png"
+            box.screenshot(path=str(path))
+            shots.append(path)
+
+        src = frame(box)
+        assert index(box) == 0
+        shoot()
+        src = move("ArrowRight", last // 2, src)
+        assert index(box) == last // 2
+        shoot()
+        src = move("End", 1, src)
+        assert index(box) == last
+        shoot()
+        src = move("Home", 1, src)
+        assert index(box) == 0
+        box.locator(".widget-play button").first.click()  # Play
+        src = wait_change(box, src)
+        assert index(box) > 0, "Play changed the frame but not the slider"
+        assert len({p.read_bytes() for p in shots}) == 3, "the three screenshots are not all different"
+    page.wait_for_load_state("networkidle")
+    visit.check_clean()
+    page.close()

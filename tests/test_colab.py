@@ -1,0 +1,104 @@
+"""Colab and Drive: the set-up cell and `lmcnb.colab.setup`, with a stand-in `google.colab` module."""
+from __future__ import annotations
+
+import json
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import yaml
+from IPython.core.inputtransformer2 import TransformerManager
+
+from lmcnb import colab
+from lmcnb.execute import CHAPTERS, REPO
+
+
+@pytest.fixture
+def fake_colab(monkeypatch, tmp_path):
+    """A stand-in `google.colab` in sys.modules whose `drive.mount` records its calls; the mount
+    point is moved under tmp_path."""
+    mounts = []
+    drive = types.ModuleType("google.colab.drive")
+    drive.mount = lambda path: (mounts.append(path), Path(path, "MyDrive").mkdir(parents=True, exist_ok=True))
+    module = types.ModuleType("google.colab")
+    module.drive = drive
+    monkeypatch.setitem(sys.modules, "google", sys.modules.get("google") or types.ModuleType("google"))
+    monkeypatch.setitem(sys.modules, "google.colab", module)
+    monkeypatch.setitem(sys.modules, "google.colab.drive", drive)
+    monkeypatch.setattr(colab, "DRIVE_MOUNT", str(tmp_path / "content" / "drive"))
+    return mounts
+
+
+def test_colab_mounts_the_colab_drive_path():
+    assert colab.DRIVE_MOUNT == "/content/drive"
+
+
+def test_outside_colab_nothing_happens(fake_colab):
+    assert colab.setup(False, "somewhere", None) is None
+    assert colab.setup(False, None, "my/runs") == "my/runs"
+    assert fake_colab == []
+
+
+def test_colab_mounts_drive_and_keeps_runs_there(fake_colab):
+    mount = colab.DRIVE_MOUNT
+    runs = colab.setup(True, None, "ignored/runs")
+    assert fake_colab == [mount]
+    assert runs == str(Path(mount, "MyDrive", colab.DRIVE_RUNS)) and Path(runs).is_dir()
+    assert colab.setup(True, "lmc/exp1", None) == str(Path(mount, "MyDrive", "lmc", "exp1"))
+    absolute = Path(mount, "Shareddrives", "team")
+    assert colab.setup(True, str(absolute), None) == str(absolute) and absolute.is_dir()
+    assert fake_colab == [mount] * 3
+
+
+def test_colab_true_outside_colab_is_an_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "google.colab", None)  # import fails
+    with pytest.raises(RuntimeError, match="colab=False"):
+        colab.setup(True, None, None)
+
+
+class Shell:
+    """Stands in for `get_ipython()`: records `!` shell commands."""
+
+    def __init__(self):
+        self.commands = []
+
+    def system(self, command):
+        self.commands.append(command)
+
+
+def run_setup_cell(**parameters) -> tuple[dict, Shell]:
+    shell = Shell()
+    namespace = {"get_ipython": lambda: shell, **parameters}
+    exec(TransformerManager().transform_cell(colab.SETUP_CELL), namespace)
+    return namespace, shell
+
+
+def test_setup_cell_in_colab_installs_lmcnb_and_uses_drive(fake_colab):
+    namespace, shell = run_setup_cell(colab=True, drive_dir="exp", runs_dir=None)
+    assert len(shell.commands) == 1 and "pip install" in shell.commands[0]
+    assert f"git+{colab.REPOSITORY}" in shell.commands[0]
+    assert namespace["runs_dir"] == str(Path(colab.DRIVE_MOUNT, "MyDrive", "exp"))
+    assert fake_colab == [colab.DRIVE_MOUNT]
+
+
+def test_setup_cell_elsewhere_does_nothing(monkeypatch):
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    namespace, shell = run_setup_cell(colab=False, drive_dir=None, runs_dir="runs/here")
+    assert shell.commands == [] and namespace["runs_dir"] == "runs/here"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_chapters_start_with_parameters_then_the_setup_cell(chapter):
+    cells = json.loads((REPO / "notebooks" / f"{chapter}.ipynb").read_text())["cells"]
+    parameters, setup = ("".join(c["source"]) for c in cells[:2])
+    assert "parameters" in cells[0]["metadata"].get("tags", [])
+    for line in ("colab = False", "drive_dir = None", "runs_dir = None"):
+        assert any(row.startswith(line) for row in parameters.splitlines()), line
+    assert setup == colab.SETUP_CELL, "cell 2 differs from lmcnb.colab.SETUP_CELL"
+
+
+def test_book_config_points_colab_at_the_same_repository():
+    config = yaml.safe_load((REPO / "_config.yml").read_text())
+    assert config["repository"]["url"] == colab.REPOSITORY
+    assert config["launch_buttons"]["colab_url"] == "https://colab.research.google.com"
