@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-CHAPTERS = ("cnn_baselines",)
+CHAPTERS = ("cnn_baselines", "gpt_shakespeare")
 SITE = REPO / "_build" / "site"
 HTML = REPO / "_build" / "html"
 # (folder in node_modules, folder under <html>/vendor, files or folders copied from it)
