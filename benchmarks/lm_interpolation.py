@@ -53,7 +53,7 @@ def seed_way(model, state_a, state_b, test, alphas) -> np.ndarray:
         net.eval()
         loss = errors = 0.0
         with torch.no_grad():
-            for x, y in zip(test.x, test.y):
+            for x, y in zip(test.x, test.y, strict=True):
                 logits = net(x[None]).logits[0]
                 loss += float(F.cross_entropy(logits, y, reduction="sum"))
                 errors += float((logits.argmax(-1) != y).sum())
@@ -61,26 +61,35 @@ def seed_way(model, state_a, state_b, test, alphas) -> np.ndarray:
     return np.array(rows)
 
 
-def train_endpoint(config, data, cfg, seed: int, steps: int) -> tuple[dict[str, torch.Tensor], float]:
-    """A model trained `steps` steps from its own init; returns its weights and seconds per step."""
+def trainer(config, data, batch_size: int, steps: int, seed: int) -> Trainer:
+    """A `Trainer` for a fresh model with the book's recipe (AdamW, warmup + cosine, clipping)."""
+    cfg = gpt.lm_train_config(batch_size=batch_size, sim_batch_size=batch_size, max_iters=steps,
+                              warmup_steps=10, lr=3e-3, min_lr=3e-4)
     streams = RngStreams(Seeds.from_base(seed, "benchmark"))
     with streams.active("init"):
         model = gpt.build_gpt(config)
-    trainer = Trainer(model, cfg, data, streams)
-    for _ in range(3):  # warm-up steps, not timed
-        trainer.step()
+    return Trainer(model, cfg, data, streams)
+
+
+def step_seconds(config, data, batch_size: int, steps: int = 20) -> float:
+    """Mean seconds per optimizer step, after 3 untimed warm-up steps."""
+    t = trainer(config, data, batch_size, steps + 3, seed=2)
+    for _ in range(3):
+        t.step()
     start = time.perf_counter()
     for _ in range(steps):
-        trainer.step()
-    return model.state_dict(), (time.perf_counter() - start) / steps
+        t.step()
+    return (time.perf_counter() - start) / steps
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="CPUGPT", choices=[n for n, c in gpt.GPT_CONFIGS.items() if c.tokenizer == "char"])
+    chars = [n for n, c in gpt.GPT_CONFIGS.items() if c.tokenizer == "char"]
+    ap.add_argument("--model", default="CPUGPT", choices=chars)
     ap.add_argument("--n-alpha", type=int, default=30)
-    ap.add_argument("--train-steps", type=int, default=100, help="steps each endpoint trains (also timed)")
-    ap.add_argument("--batch-size", type=int, default=16, help="training sequences per step")
+    ap.add_argument("--train-steps", type=int, default=100, help="steps each endpoint trains")
+    ap.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 32],
+                    help="training steps timed at these batch sizes (the first trains the endpoints)")
     ap.add_argument("--batch-tokens", type=int, default=8192, help="tokens per evaluation batch (lmcnb)")
     ap.add_argument("--data-dir", default=None)
     args = ap.parse_args()
@@ -99,13 +108,18 @@ def main() -> None:
     peak = matmul_peak()
     print(f"matmul peak (fp32, 2048²): {peak:.1f} GFLOP/s")
 
-    cfg = gpt.lm_train_config(batch_size=args.batch_size, sim_batch_size=args.batch_size,
-                              max_iters=args.train_steps + 3, warmup_steps=10, lr=1e-3, min_lr=1e-4)
-    state_a, step_s = train_endpoint(config, train, cfg, 0, args.train_steps)
-    state_b, _ = train_endpoint(config, train, cfg, 1, args.train_steps)
-    step_flops = flops["train_per_token"] * args.batch_size * block
-    print(f"training step (batch {args.batch_size} × {block}): {step_s * 1e3:.1f} ms, "
-          f"{step_flops / step_s / 1e9:.1f} GFLOP/s = {step_flops / step_s / 1e9 / peak:.0%} of peak")
+    for batch in args.batch_sizes:
+        step_s = step_seconds(config, train, batch)
+        step_flops = flops["train_per_token"] * batch * block
+        print(f"training step (batch {batch} × {block}): {step_s * 1e3:.1f} ms, "
+              f"{step_flops / step_s / 1e9:.1f} GFLOP/s = {step_flops / step_s / 1e9 / peak:.0%} of peak")
+    states = []
+    for seed in (0, 1):
+        t = trainer(config, train, args.batch_sizes[0], args.train_steps, seed)
+        for _ in range(args.train_steps):
+            t.step()
+        states.append(t.model.state_dict())
+    state_a, state_b = states
 
     alphas = alpha_grid(args.n_alpha)
     with torch.random.fork_rng():
@@ -116,11 +130,11 @@ def main() -> None:
                                   batch_size=max(1, args.batch_tokens // block), progress=False)
     ours_s = time.perf_counter() - start
     start = time.perf_counter()
-    seed = seed_way(model, state_a, state_b, test, alphas)
+    seed_curve = seed_way(model, state_a, state_b, test, alphas)
     seed_s = time.perf_counter() - start
 
     curve_flops = flops["forward_per_token"] * test.y.numel() * len(alphas)
-    diff = np.abs(ours[["loss", "error"]].to_numpy() - seed).max(axis=0)
+    diff = np.abs(ours[["loss", "error"]].to_numpy() - seed_curve).max(axis=0)
     print(f"seed 000's way: {seed_s:7.1f} s  ({curve_flops / seed_s / 1e9:.1f} GFLOP/s)")
     print(f"lmcnb's way:    {ours_s:7.1f} s  ({curve_flops / ours_s / 1e9:.1f} GFLOP/s = "
           f"{curve_flops / ours_s / 1e9 / peak:.0%} of peak)")

@@ -15,12 +15,11 @@ from typing import Any, Callable
 import torch
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-from .runs import Run, RunSpec
 from .rng import Seeds
+from .runs import Run, RunSpec
 from .study import Setup
 from .text import Tokenizer, encode, from_hub, token_windows, tokenizer_id
 from .train import TrainConfig
-
 
 # GPT-2 uses GELU's tanh approximation ("gelu_new"); models trained here use the exact GELU,
 # whose CPU kernel measured about 4x faster (a pretrained GPT-2 keeps its own activation).

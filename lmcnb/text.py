@@ -163,7 +163,8 @@ def from_hub(cls: Any, source: str) -> Any:
 
 def train_bpe(text: str, vocab_size: int) -> PreTrainedTokenizerFast:
     """A byte-level BPE (GPT-2's scheme: the 256 bytes, then merges) trained on `text`."""
-    from tokenizers import Tokenizer as BPE, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer as BPE
+    from tokenizers import decoders, models, pre_tokenizers, trainers
 
     bpe = BPE(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

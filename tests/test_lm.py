@@ -6,22 +6,19 @@ import math
 import shutil
 import time
 
-import matplotlib
+import numpy as np
+import pytest
+import torch
+from matplotlib.figure import Figure
+from torch.utils.flop_counter import FlopCounterMode
+from transformers import GPT2LMHeadModel
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
-from transformers import GPT2LMHeadModel  # noqa: E402
-
-from lmcnb import gpt, text  # noqa: E402
-from lmcnb.data import DatasetMissing  # noqa: E402
-from lmcnb.metrics import relative_ppl_instability  # noqa: E402
-from lmcnb.rng import RngStreams, Seeds  # noqa: E402
-from lmcnb.study import spawn_study  # noqa: E402
-from lmcnb.train import Trainer, evaluate  # noqa: E402
+from lmcnb import gpt, text
+from lmcnb.data import DatasetMissing
+from lmcnb.metrics import relative_ppl_instability
+from lmcnb.rng import RngStreams, Seeds
+from lmcnb.study import spawn_study
+from lmcnb.train import Trainer, evaluate
 
 TINY = gpt.GPTConfig(n_layer=2, n_head=2, n_embd=16, block_size=8, tokenizer="char")
 
@@ -259,11 +256,10 @@ def test_text_sample_view_is_seeded():
     assert s != gpt.sample(model_a, tok, "abc", 40, seed=8)
     assert s != gpt.sample(model_b, tok, "abc", 40, seed=7)
     view = gpt.text_sample_view(tok, "abc", 40, seed=7)
-    fig, ax = plt.subplots()
+    ax = Figure().add_subplot()
     view(model_a, 0.5, ax)
     assert ax.texts[0].get_text().replace("\n", "").startswith("abc" + s[:10])
     assert "α = 0.50" in ax.get_title()
-    plt.close(fig)
     assert model_a.training  # the view leaves the model's mode alone
 
 
