@@ -50,12 +50,12 @@ from lmcnb.interpolate import alpha_grid, eval_subset, interpolation_curve  # no
 from lmcnb.models import LeNet5  # noqa: E402
 from lmcnb.rng import RngStreams, Seeds  # noqa: E402
 from lmcnb.train import Trainer, TrainConfig  # noqa: E402
+from peak import matmul_peak  # noqa: E402  (benchmarks/peak.py, beside this script)
 
 TOLERANCE = 1e-5
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-# -- FLOPs and the matmul peak --------------------------------------------------------------
+# -- FLOPs --------------------------------------------------------------------------------------
 def forward_flops_per_image(model: nn.Module, image_shape: tuple[int, ...]) -> tuple[int, list[str]]:
     """2·MACs of every Conv2d and Linear for one image, from the layer shapes (analytic count).
 
@@ -86,19 +86,6 @@ def forward_flops_per_image(model: nn.Module, image_shape: tuple[int, ...]) -> t
         for h in handles:
             h.remove()
     return 2 * macs, terms
-
-
-def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
-    """Best fp32 GFLOP/s of `repeats` n×n matrix products (after one warm-up)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    out = torch.empty(n, n)
-    torch.mm(a, b, out=out)
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        torch.mm(a, b, out=out)
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best / 1e9
 
 
 # -- the two models -------------------------------------------------------------------------
@@ -165,8 +152,6 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.data_dir is not None:
         os.environ["LMCNB_DATA"] = args.data_dir
-    elif not os.environ.get("LMCNB_DATA") and SHARED_DATA.is_dir():
-        os.environ["LMCNB_DATA"] = str(SHARED_DATA)  # as the tests do
     torch.set_num_threads(args.threads)
     load_start = os.getloadavg()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; "

@@ -29,19 +29,7 @@ from lmcnb import gpt, text
 from lmcnb.interpolate import alpha_grid, interpolation_curve
 from lmcnb.rng import RngStreams, Seeds
 from lmcnb.train import Trainer
-
-
-def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
-    """Best-of-three fp32 GFLOP/s of an n×n matrix product (`repeats` products each)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    best = 0.0
-    for _ in range(3):
-        start = time.perf_counter()
-        for _ in range(repeats):
-            a @ b
-        best = max(best, 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9)
-    return best
+from peak import matmul_peak  # benchmarks/peak.py, beside this script
 
 
 def seed_way(model, state_a, state_b, test, alphas) -> np.ndarray:

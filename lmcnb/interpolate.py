@@ -93,7 +93,7 @@ def interpolation_curve(model: nn.Module, state_a: dict[str, torch.Tensor], stat
     `splits` hold data already on the model's device (see `eval_subset`). Returns a frame with
     columns split, alpha, loss, error, and the disagreement (nan without a "test" split).
     `compile=True` evaluates through `torch.compile(model)`: opt-in, as compiling costs tens of
-    seconds on CPU; it pays off only for long curves (CNN evaluation ran ~1.7x faster).
+    seconds on CPU; it pays off only for long curves (a 25-α LeNet5 curve on 10,000 images: 1.8x faster).
     """
     from tqdm.auto import tqdm
 

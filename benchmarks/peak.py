@@ -1,0 +1,19 @@
+"""The fp32 matrix-multiply peak both benchmarks compare their achieved GFLOP/s with."""
+from __future__ import annotations
+
+import time
+
+import torch
+
+
+def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
+    """Best fp32 GFLOP/s of `repeats` n×n matrix products (after one warm-up), on torch's threads."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    out = torch.empty(n, n)
+    torch.mm(a, b, out=out)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        torch.mm(a, b, out=out)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
