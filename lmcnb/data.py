@@ -7,6 +7,9 @@ archives::
     cifar10/cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}
     tiny-imagenet-200/        (or the 20-class subset tiny-imagenet-200-sub20/)
         wnids.txt, train/<wnid>/images/*.JPEG, val/images/*.JPEG, val/val_annotations.txt
+
+Files already in place are verified against their known checksums (:mod:`lmcnb.verify`);
+CIFAR-10's pickles load through an unpickler that admits NumPy arrays and plain containers only.
 """
 
 from __future__ import annotations
@@ -21,12 +24,15 @@ import tarfile
 import tempfile
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+
+from .verify import DataFileError, DataFiles, Known, check
 
 VISION_DATASETS = ("mnist", "cifar10", "tiny_imagenet")
 SPLITS = ("train", "test")
@@ -94,6 +100,7 @@ class _Source:
     url: str  # single archive, or base address of per-file downloads
     md5: str | tuple[str, ...]  # archive md5, or one per file
     extract_to: str = ""  # archives only: folder (relative to the root) to unpack into
+    members_md5: tuple[str, ...] = ()  # archives only: md5 of each of `files` as unpacked
 
 
 _MNIST_FILES = (
@@ -120,6 +127,15 @@ _SOURCES = {
         url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
         md5="c58f30108f718f92721af3b95e74349a",
         extract_to="cifar10",
+        members_md5=(
+            "c99cafc152244af753f735de768cd75f",
+            "d4bba439e000b95fd0a9bffe97cbabec",
+            "54ebc095f3ab1f0389bbae665268c751",
+            "634d18415352ddfa80567beed471001a",
+            "482c414d41f54cd18b22e5b47cb7c3cb",
+            "40351d587109b95175f43aff81a1287e",
+            "5ff9c542aee3614f3951f8cda6e48888",
+        ),
     ),
     "tiny_imagenet": _Source(
         folders=("tiny-imagenet-200", "tiny-imagenet-200-sub20"),
@@ -129,6 +145,8 @@ _SOURCES = {
         extract_to=".",
     ),
 }
+_MANIFEST = "MANIFEST.sha256"  # Tiny ImageNet: sha256sum-format checksums of a folder's files
+_SUB20_MANIFEST_SHA256 = "738bc5805b12ce5dc17dc4841d40de5c1f20fb366d212dc6882e593c4d5254b8"
 
 
 def _check_name(name: str, split: str = "train") -> None:
@@ -153,6 +171,13 @@ def _find(name: str, root: Path) -> Path | None:
     return next((root / f for f in _SOURCES[name].folders if _complete(name, root / f)), None)
 
 
+def _how_to_get(name: str, root: Path) -> str:
+    src = _SOURCES[name]
+    if src.extract_to:
+        return f"Download {src.url} (md5 {src.md5}) and extract it into {root / src.extract_to}."
+    return f"Download the files from {src.url}"
+
+
 def _missing_error(name: str, root: Path, reason: str) -> DatasetMissing:
     src = _SOURCES[name]
     folder = root / src.folders[0]
@@ -160,15 +185,59 @@ def _missing_error(name: str, root: Path, reason: str) -> DatasetMissing:
     if name == "tiny_imagenet":
         files += "\n  train/<wnid>/images/*.JPEG  (one folder per line of wnids.txt)"
     alt = "".join(f" (or in {root / f})" for f in src.folders[1:])
-    if src.extract_to:
-        how = f"Download {src.url} (md5 {src.md5}) and extract it into {root / src.extract_to}."
-    else:
-        how = f"Download the files from {src.url}"
     return DatasetMissing(
         f"dataset {name!r} not found ({reason}).\n"
         f"Expected these files in {folder}:{alt}\n{files}\n"
-        f"{how}\nOr point to another data folder with data_dir=... or $LMCNB_DATA."
+        f"{_how_to_get(name, root)}\n"
+        "Or point to another data folder with data_dir=... or $LMCNB_DATA."
     )
+
+
+def _manifest(folder: Path) -> dict[str, Known | None]:
+    """Checksums from a Tiny ImageNet folder's MANIFEST.sha256, and None for each training image
+    it does not list. The 20-class subset's manifest has a known sha256; any other must be
+    accepted (see `lmcnb.verify.accept`)."""
+    path = folder / _MANIFEST
+    own = _SUB20_MANIFEST_SHA256 if folder.name == "tiny-imagenet-200-sub20" else None
+    known: dict[str, Known | None] = {
+        _MANIFEST: own and Known("sha256", own, "the subset's published checksum")}
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise DataFileError(f"{path}: not a sha256sum listing ({exc})") from exc
+    for n, line in enumerate(lines, 1):
+        digest, _, rel = line.partition(" ")
+        rel = rel[1:]  # sha256sum writes "<digest>  <file>", or "<digest> *<file>"
+        if len(digest) != 64 or not rel or rel.startswith("/") or ".." in rel.split("/"):
+            raise DataFileError(f"{path}, line {n}: not a sha256sum line: {line!r}")
+        known[rel] = Known("sha256", digest.lower(), _MANIFEST)
+    for wnid in (folder / "wnids.txt").read_text().split():
+        images = f"train/{wnid}/images"
+        for f in os.listdir(folder / images):
+            if f.endswith(".JPEG"):  # what the decoder reads
+                known.setdefault(f"{images}/{f}", None)
+    return known
+
+
+def vision_files(name: str, data_dir: str | os.PathLike | None = None) -> DataFiles:
+    """Dataset `name`'s files in place and the checksums known for them (no download).
+
+    MNIST and CIFAR-10: the official md5 of each file. Tiny ImageNet: its folder's
+    ``MANIFEST.sha256`` if it has one (the 20-class subset does), else none (structural
+    check only). Raises ``DatasetMissing`` if the files are not in place.
+    """
+    _check_name(name)
+    root = data_root(data_dir)
+    folder = _find(name, root)
+    if folder is None:
+        raise _missing_error(name, root, "not in place")
+    src = _SOURCES[name]
+    if name == "tiny_imagenet":
+        known = _manifest(folder) if (folder / _MANIFEST).is_file() else {}
+    else:
+        md5s = src.members_md5 if src.extract_to else src.md5
+        known = {f: Known("md5", m, "the official checksum") for f, m in zip(src.files, md5s)}
+    return DataFiles(name, root, folder, known, _how_to_get(name, root))
 
 
 def fetch(url: str, dest: Path, md5: str | None = None, sha256: str | None = None) -> Path:
@@ -222,54 +291,110 @@ def _download(name: str, root: Path) -> None:
 def require_vision(name: str, data_dir: str | os.PathLike | None = None, download: bool = True) -> Path:
     """The folder holding dataset ``name``'s files, downloading them if absent.
 
-    Only checks that the files exist (no decoding), so notebooks can fail fast.
-    Tiny ImageNet uses ``tiny-imagenet-200/`` if complete, else ``tiny-imagenet-200-sub20/``.
-    Raises ``DatasetMissing`` if the files are absent and cannot be downloaded; setting
-    ``$LMCNB_OFFLINE`` turns downloads off.
+    Checks that the files exist and match their known checksums or an acceptance
+    (:mod:`lmcnb.verify`; cached, so a second call reads no data), without decoding, so
+    notebooks can fail fast. Tiny ImageNet uses ``tiny-imagenet-200/`` if complete, else
+    ``tiny-imagenet-200-sub20/``. Raises ``DatasetMissing`` if the files are absent and cannot
+    be downloaded (setting ``$LMCNB_OFFLINE`` turns downloads off), ``DataFileError`` naming
+    the files that fail verification.
     """
     _check_name(name)
     root = data_root(data_dir)
-    if folder := _find(name, root):
-        return folder
-    if not download or os.environ.get("LMCNB_OFFLINE"):
-        raise _missing_error(name, root, "downloads are off (download=False or $LMCNB_OFFLINE)")
-    try:
-        _download(name, root)
-    except OSError as e:
-        raise _missing_error(name, root, f"download failed: {e}") from e
-    if folder := _find(name, root):
-        return folder
-    raise _missing_error(name, root, "files still missing after download")
+    if not _find(name, root):
+        if not download or os.environ.get("LMCNB_OFFLINE"):
+            raise _missing_error(name, root, "downloads are off (download=False or $LMCNB_OFFLINE)")
+        try:
+            _download(name, root)
+        except OSError as e:
+            raise _missing_error(name, root, f"download failed: {e}") from e
+        if not _find(name, root):
+            raise _missing_error(name, root, "files still missing after download")
+    files = vision_files(name, root)
+    check(files)
+    return files.folder
+
+
+def _damaged(name: str, path: Path, problem: str) -> DataFileError:
+    return DataFileError(f"{path}: {problem}. The file is damaged: replace it "
+                         f"(canonical source: {_SOURCES[name].url}).")
 
 
 def _read_idx(path: Path, magic: int) -> np.ndarray:
     """An IDX (gzip) file as a uint8 array of its stated shape."""
-    buf = gzip.decompress(path.read_bytes())
+    try:
+        buf = gzip.decompress(path.read_bytes())
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise _damaged("mnist", path, f"not a complete gzip file ({exc})") from exc
     ndim = magic & 0xFF
+    start = 4 * (1 + ndim)
+    if len(buf) < start:
+        raise _damaged("mnist", path, f"{len(buf)} bytes, fewer than an IDX header's {start}")
     header = np.frombuffer(buf, dtype=">u4", count=1 + ndim)
     if header[0] != magic:
-        raise ValueError(f"{path}: bad IDX magic {header[0]}, expected {magic}")
-    return np.frombuffer(buf, dtype=np.uint8, offset=4 * (1 + ndim)).reshape(header[1:])
+        raise _damaged("mnist", path, f"bad IDX magic {header[0]}, expected {magic}")
+    need = start + int(np.prod(header[1:], dtype=np.int64))
+    if len(buf) != need:
+        raise _damaged("mnist", path, f"{len(buf)} bytes uncompressed, but its header's shape "
+                                      f"{tuple(int(n) for n in header[1:])} needs {need}")
+    return np.frombuffer(buf, dtype=np.uint8, offset=start).reshape(header[1:])
 
 
 def _mnist(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     prefix = "train" if split == "train" else "t10k"
-    x = _read_idx(folder / f"{prefix}-images-idx3-ubyte.gz", 2051)[:, None]
-    y = _read_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", 2049)
+    images, labels = (folder / f"{prefix}-{k}-ubyte.gz" for k in ("images-idx3", "labels-idx1"))
+    x, y = _read_idx(images, 2051)[:, None], _read_idx(labels, 2049)
+    if len(x) != len(y) or y.max(initial=0) > 9:
+        raise _damaged("mnist", labels, f"{len(y)} labels (max {y.max(initial=0)}) for "
+                                        f"{len(x)} images in {images.name}")
     return x, y, tuple(str(i) for i in range(10))
 
 
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles plain containers and NumPy arrays only: any other global is refused, so no code
+    named by the data can run."""
+
+    ALLOWED = frozenset({
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    })
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refused global {module}.{name}: only NumPy arrays and "
+                                         "plain containers are allowed")
+        return super().find_class(module, name)
+
+
+def _unpickle(path: Path) -> object:
+    with open(path, "rb") as f:
+        try:
+            return _ArrayUnpickler(f, encoding="bytes").load()
+        except Exception as exc:  # any failure to unpickle these bytes means a damaged file
+            raise _damaged("cifar10", path, f"not a CIFAR-10 pickle ({exc})") from exc
+
+
 def _cifar10(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    meta = _unpickle(folder / "batches.meta")
+    classes = meta.get(b"label_names") if isinstance(meta, dict) else None
+    if not (isinstance(classes, list) and len(classes) == 10
+            and all(isinstance(c, bytes) for c in classes)):
+        raise _damaged("cifar10", folder / "batches.meta", "no list of 10 b'label_names'")
     names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
-    batches = []
+    xs, ys = [], []
     for n in names:
-        with open(folder / n, "rb") as f:
-            batches.append(pickle.load(f, encoding="bytes"))
-    with open(folder / "batches.meta", "rb") as f:
-        classes = tuple(c.decode() for c in pickle.load(f, encoding="bytes")[b"label_names"])
-    x = np.concatenate([np.asarray(b[b"data"], dtype=np.uint8) for b in batches]).reshape(-1, 3, 32, 32)
-    y = np.concatenate([np.asarray(b[b"labels"]) for b in batches])
-    return x, y, classes
+        batch = _unpickle(folder / n)
+        x, y = (batch.get(k) if isinstance(batch, dict) else None for k in (b"data", b"labels"))
+        if not (isinstance(x, np.ndarray) and x.dtype == np.uint8 and x.ndim == 2
+                and x.shape[1] == 3072 and isinstance(y, list) and len(y) == len(x)
+                and all(type(v) is int and 0 <= v < 10 for v in y)):
+            raise _damaged("cifar10", folder / n, "not a CIFAR-10 batch (b'data': uint8 N x 3072, "
+                                                  "b'labels': N ints in 0..9)")
+        xs.append(x)
+        ys.append(np.asarray(y))
+    x = np.concatenate(xs).reshape(-1, 3, 32, 32)
+    return x, np.concatenate(ys), tuple(c.decode() for c in classes)
 
 
 def _tiny_imagenet(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
@@ -282,8 +407,13 @@ def _tiny_imagenet(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray, tu
         items = [(folder / "val" / "images" / r[0], label[r[1]]) for r in rows if r[0]]
     x = np.empty((len(items), 64, 64, 3), dtype=np.uint8)
     for k, (path, _) in enumerate(items):
-        with Image.open(path) as im:
-            x[k] = np.asarray(im.convert("RGB"))
+        try:
+            with Image.open(path) as im:
+                x[k] = np.asarray(im.convert("RGB"))
+        except FileNotFoundError:
+            raise
+        except (OSError, ValueError) as exc:  # PIL.UnidentifiedImageError is an OSError
+            raise _damaged("tiny_imagenet", path, f"not a 64x64 image ({exc})") from exc
     y = np.array([i for _, i in items])
     return x.transpose(0, 3, 1, 2), y, wnids
 

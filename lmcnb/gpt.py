@@ -15,6 +15,7 @@ from typing import Any, Callable
 import torch
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
+from .registry import Ref, build
 from .rng import Seeds
 from .runs import Run, RunSpec
 from .study import Setup
@@ -194,33 +195,52 @@ def lm_train_config(*, batch_size: int, sim_batch_size: int, max_iters: int, war
 def _identity(config: GPT2Config, tokenizer: Tokenizer, pretrained: str | None, stride: int):
     shape = {k: getattr(config, k) for k in ("n_layer", "n_head", "n_embd", "n_positions", "vocab_size",
                                              "resid_pdrop", "embd_pdrop", "attn_pdrop", "activation_function")}
-    args = [("gpt", sorted(shape.items())), ("tokenizer", tokenizer_id(tokenizer)), ("stride", stride)]
+    args = [("gpt", tuple(sorted(shape.items()))), ("tokenizer", tokenizer_id(tokenizer)),
+            ("stride", stride)]
     if pretrained is not None:
         args.append(("pretrained", pretrained_id(pretrained)))
     return tuple(args)
 
 
-def lm_setup(chapter: str, model: str, config: GPT2Config, tokenizer: Tokenizer, train_text: str,
-             test_text: str, train: TrainConfig, runs_dir: str | Path, *, dataset: str,
-             pretrained: str | None = None, train_stride: int | None = None, eval_batch_tokens: int = 8192,
-             **setup_kwargs: Any) -> Setup:
-    """A language-model `Setup`: token windows of both splits and a GPT built from `config`
-    (random init) or loaded from `pretrained` (k counts fine-tuning steps).
+CONFIG_KEYS = ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "resid_pdrop", "embd_pdrop",
+               "attn_pdrop", "activation_function", "layer_norm_epsilon", "initializer_range")
+
+
+def config_args(config: GPT2Config) -> dict[str, Any]:
+    """The arguments that rebuild `config`'s architecture (what a `gpt` registry entry takes)."""
+    return {**{k: getattr(config, k) for k in CONFIG_KEYS}, "use_cache": False,
+            "bos_token_id": None, "eos_token_id": None}
+
+
+def lm_setup(chapter: str, model: str, config: GPT2Config, tokenizer: Ref, corpus: str,
+             train: TrainConfig, runs_dir: str | Path, *, pretrained: str | None = None,
+             train_stride: int | None = None, eval_batch_tokens: int = 8192, chars: int | None = None,
+             data_dir: str | None = None, **setup_kwargs: Any) -> Setup:
+    """A language-model `Setup`: token windows of both splits of `corpus` (their first `chars`
+    characters if given) under `tokenizer`, and a GPT built from `config` (random init) or loaded
+    from `pretrained` (k counts fine-tuning steps).
 
     Training windows start every `train_stride` tokens (default: non-overlapping); test windows
     never overlap. An evaluation batch holds about `eval_batch_tokens` tokens, so `eval_iters`
     batches cover the same number of tokens whatever the block size.
     """
-    if len(tokenizer) > config.vocab_size:
-        raise ValueError(f"tokenizer has {len(tokenizer)} tokens, the model only {config.vocab_size}")
+    tok = build(tokenizer, data_dir)
+    if len(tok) > config.vocab_size:
+        raise ValueError(f"tokenizer has {len(tok)} tokens, the model only {config.vocab_size}")
     block = config.n_positions
     stride = train_stride or block
-    build = (lambda: load_pretrained(pretrained)) if pretrained is not None else (lambda: build_gpt(config))
-    return Setup(chapter=chapter, model=model, dataset=dataset, build=build,
-                 train_data=token_windows(encode(tokenizer, train_text), block, stride),
-                 test_data=token_windows(encode(tokenizer, test_text), block), train=train,
-                 runs_dir=Path(runs_dir), model_args=_identity(config, tokenizer, pretrained, stride),
-                 language_model=True, eval_batch_size=max(1, eval_batch_tokens // block), **setup_kwargs)
+    net = (Ref.of("model", "pretrained_gpt", source=str(pretrained)) if pretrained is not None
+           else Ref.of("model", "gpt", config=config_args(config)))
+
+    def windows(split: str, step: int | None) -> Ref:
+        return Ref.of("data", "text_windows", corpus=corpus, split=split, tokenizer=tokenizer,
+                      block=block, stride=step, chars=chars)
+
+    return Setup(chapter=chapter, model=model, dataset=corpus, net=net,
+                 train_data=windows("train", stride), test_data=windows("test", None), train=train,
+                 runs_dir=str(runs_dir), model_args=_identity(config, tok, pretrained, stride),
+                 language_model=True, eval_batch_size=max(1, eval_batch_tokens // block),
+                 data_dir=data_dir, **setup_kwargs)
 
 
 def config_table(vocab_sizes: dict[str, int]) -> list[dict[str, Any]]:

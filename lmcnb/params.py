@@ -11,7 +11,7 @@ from types import SimpleNamespace
 from typing import Any, Iterable, Mapping
 
 PROFILES = ("smoke", "book", "paper")
-MACHINE_PARAMETERS = ("data_dir", "runs_dir", "device")  # not part of any profile
+MACHINE_PARAMETERS = ("data_dir", "runs_dir", "device", "executor")  # not part of any profile
 
 
 def resolve(profiles: Mapping[str, Mapping[str, Any]], profile: str, **given: Any) -> SimpleNamespace:

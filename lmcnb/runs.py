@@ -12,6 +12,8 @@ import fcntl
 import hashlib
 import json
 import os
+import socket
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -21,6 +23,7 @@ from torch import nn
 
 from .checkpoint import atomic_write_text, load_state, save_state
 from .data import TensorData
+from .registry import Ref, build
 from .rng import RngStreams, Seeds
 from .train import Hook, Trainer, TrainConfig
 
@@ -70,24 +73,26 @@ def folder_lock(folder: Path) -> Iterator[None]:
 
 @dataclass
 class Run:
-    """A training run on disk.
+    """A training run on disk, described as plain data so any worker can rebuild it.
 
-    `build` makes the model at initialization (called inside the init stream); `data` is the
-    training set. A child (spec.parent set) starts from its parent's checkpoint with its own
-    data-order, augmentation and dropout streams.
+    `build` makes the model at initialization (called inside the init stream) and `data` is the
+    training set: registry `Ref`s (plain data: a Dask worker rebuilds them from its own data
+    root), or, for local use, a callable and a `TensorData`. A child (spec.parent set) starts
+    from its parent's checkpoint with its own data-order, augmentation and dropout streams.
+    `device="auto"` is the best device of the process that trains it.
     """
 
     spec: RunSpec
     root: Path
-    build: Callable[[], nn.Module]
-    data: TensorData
-    device: str | torch.device = "cpu"
-    augment: Callable[[torch.Tensor], torch.Tensor] | None = None
-    val_data: TensorData | None = None
+    build: Ref | Callable[[], nn.Module]
+    data: Ref | TensorData
+    device: str | torch.device = "auto"
+    augment: Ref | Callable[[torch.Tensor], torch.Tensor] | None = None
+    val_data: Ref | TensorData | None = None
     hooks: tuple[Hook, ...] = ()
     parent: "Run | None" = None
     ckpt_every: int = 200
-    _trainer: Trainer | None = field(default=None, repr=False)
+    data_dir: str | None = None
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -144,29 +149,53 @@ class Run:
 
     # -- internals ----------------------------------------------------------------------
     def _new_trainer(self) -> Trainer:
+        from .params import pick_device
+
+        data, val = build(self.data, self.data_dir), build(self.val_data, self.data_dir)
+        if self.spec.data and isinstance(self.data, Ref):
+            found = data_fingerprint(data, val if self.spec.train.patience is not None else None)
+            if found != self.spec.data:
+                raise ValueError(
+                    f"run {self.spec.run_id}: the data under this process's data root "
+                    f"({self.data_dir or '$LMCNB_DATA'}) has fingerprint {found}, but the run was "
+                    f"planned on data {self.spec.data}: the data roots hold different files")
         streams = RngStreams(self.spec.seeds)
         with streams.active("init"):
-            model = self.build()
-        return Trainer(model, self.spec.train, self.data, streams, self.device, self.augment,
-                       self.val_data, self.hooks)
+            model = build(self.build) if isinstance(self.build, Ref) else self.build()
+        augment = build(self.augment, self.data_dir)
+        return Trainer(model, self.spec.train, data, streams, pick_device(self.device), augment, val,
+                       self.hooks)
+
+    def _event(self, event: str, **fields: Any) -> None:
+        """Append a line to the run's `events.jsonl`: what was trained where, from which state."""
+        line = json.dumps({"time": round(time.time(), 3), "event": event, "host": socket.gethostname(),
+                           "pid": os.getpid(), "threads": torch.get_num_threads(), **fields})
+        with open(self.dir / "events.jsonl", "a") as fh:
+            fh.write(line + "\n")
 
     def _start(self, before: int | None) -> Trainer:
         """A trainer at the latest own checkpoint <= `before`, else at the spawn point or init."""
         for tmp in self.dir.rglob(".*.tmp"):  # left by a process killed while writing
             tmp.unlink()
         trainer = self._new_trainer()
+        device = trainer.device
         candidates = [s for s in self.saved_steps() if before is None or s <= before]
         last = self.dir / "last.safetensors"
         if last.exists():
-            last_state = load_state(last, self.device)
+            last_state = load_state(last, device)
             last_step = last_state["progress"]["step"]
             if (before is None or last_step <= before) and (not candidates or last_step > max(candidates)):
                 trainer.load_state_dict(last_state)
+                self._event("resume", step=last_step, source=last.name)
                 return trainer
         if candidates:
-            trainer.load_state_dict(load_state(self.ckpt_path(max(candidates)), self.device))
+            trainer.load_state_dict(load_state(self.ckpt_path(max(candidates)), device))
+            self._event("resume", step=max(candidates), source=self.ckpt_path(max(candidates)).name)
         elif self.parent is not None:
             trainer.load_state_dict(self.parent.state(self.spec.parent[1]), rng=False)
+            self._event("spawn", step=self.spec.parent[1], source=self.spec.parent[0])
+        else:
+            self._event("init", step=0, source="init")
         return trainer
 
     def _train(self, keep: set[int], until: int | None) -> None:
@@ -194,6 +223,13 @@ class Run:
             atomic_write_text(self.dir / "done.json", json.dumps(
                 {"final_step": final, "stopped_early": trainer.progress.stopped_early,
                  "steps_per_epoch": trainer.steps_per_epoch}))
+            self._event("done", step=final)
+
+
+def data_fingerprint(train: TensorData, val: TensorData | None = None) -> str:
+    """What a run's identity records of its data: the training set's (and early-stopping set's)
+    fingerprint."""
+    return "+".join(d.fingerprint() for d in (train, val) if d is not None)
 
 
 def _write_log(path: Path, rows: list[dict[str, float]]) -> None:

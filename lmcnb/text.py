@@ -22,6 +22,7 @@ import torch
 from transformers import PreTrainedTokenizerFast
 
 from .data import DatasetMissing, TensorData, data_root, fetch
+from .verify import DataFileError, DataFiles, Known, check
 
 TEXT_DATASETS = ("shakespeare", "ptb")
 TRAIN_FRACTION = 0.9  # Tiny Shakespeare: first 90% of the characters train, the rest test
@@ -61,8 +62,10 @@ TEXT_SPLITS = {"shakespeare": ("train", "test"), "ptb": ("train", "valid", "test
 def require_text(name: str, data_dir: str | os.PathLike | None = None, download: bool = True) -> Path:
     """The folder holding corpus `name`, downloading missing files (sha256-verified) if allowed.
 
-    Files already in place are used as they are. Raises ``DatasetMissing`` naming the files
-    expected and where to put them when they are absent and cannot be downloaded.
+    Files already in place are verified against their sha256 or an acceptance (:mod:`lmcnb.verify`;
+    cached, so a second call reads no data). Raises ``DatasetMissing`` naming the files expected
+    and where to put them when they are absent and cannot be downloaded, ``DataFileError`` naming
+    the files that fail verification.
     """
     if name not in _SOURCES:
         raise ValueError(f"unknown text dataset {name!r}; valid: {', '.join(TEXT_DATASETS)}")
@@ -77,7 +80,19 @@ def require_text(name: str, data_dir: str | os.PathLike | None = None, download:
             raise _missing(name, folder, f"download failed: {exc}") from exc
     elif missing:
         raise _missing(name, folder, "download=False")
+    check(text_files(name, root))
     return folder
+
+
+def text_files(name: str, data_dir: str | os.PathLike | None = None) -> DataFiles:
+    """Corpus `name`'s files in place and their known sha256s (no download)."""
+    src, root = _SOURCES[name], data_root(data_dir)
+    folder = root / src.folder
+    if not all((folder / f).exists() for f in src.sha256):
+        raise _missing(name, folder, "not in place")
+    known = {f: Known("sha256", h, "the official checksum") for f, h in src.sha256.items()}
+    how = f"download them again from {src.url} (same names), or delete them: lmcnb downloads them"
+    return DataFiles(name, root, folder, known, how)
 
 
 def _missing(name: str, folder: Path, reason: str) -> DatasetMissing:
@@ -93,11 +108,16 @@ def load_text(name: str, split: str, data_dir: str | os.PathLike | None = None, 
     folder = require_text(name, data_dir, download)
     if split not in TEXT_SPLITS[name]:
         raise ValueError(f"unknown split {split!r} for {name!r}; valid: {', '.join(TEXT_SPLITS[name])}")
+    path = folder / _SOURCES[name].files["all" if name == "shakespeare" else split]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataFileError(f"{path}: not UTF-8 text ({exc}). The file is damaged: replace it "
+                            f"(canonical source: {_SOURCES[name].url}).") from exc
     if name == "shakespeare":
-        text = (folder / "input.txt").read_text(encoding="utf-8")
         cut = int(len(text) * TRAIN_FRACTION)
         return text[:cut] if split == "train" else text[cut:]
-    return (folder / _SOURCES[name].files[split]).read_text(encoding="utf-8")
+    return text
 
 
 # -- tokenizers ------------------------------------------------------------------------------

@@ -1,4 +1,8 @@
-"""Tests for lmcnb.data: data root, vision loaders, missing-data errors, downloads."""
+"""Tests for lmcnb.data: data root, vision loaders, missing-data errors, downloads.
+
+The real-data tests read the shared CIFAR-10, re-decoded from JPEG: it must have been accepted
+first (``lmcnb data accept cifar10 --data-dir $LMCNB_DATA``; see tests/test_data_verify.py).
+"""
 
 import dataclasses
 import hashlib
@@ -24,6 +28,12 @@ from lmcnb.data import (
     load_vision,
     require_vision,
 )
+
+
+@pytest.fixture
+def tmp_cache(monkeypatch, tmp_path):
+    """Verdicts on the temporary folders of a test kept out of the user's ``$LMCNB_CACHE``."""
+    monkeypatch.setenv("LMCNB_CACHE", str(tmp_path / "lmcnb-cache"))
 
 
 def test_data_root_precedence(monkeypatch, tmp_path):
@@ -140,6 +150,7 @@ def test_fetch_bad_checksum(tmp_path, blob, which):
     assert list(dest.parent.iterdir()) == []
 
 
+@pytest.mark.usefixtures("tmp_cache")
 def test_download_mnist_from_file_url(tmp_path, monkeypatch, data_dir):
     """The per-file download path, with the real MNIST files and the official md5s."""
     src = dataclasses.replace(data._SOURCES["mnist"], url=(data_dir / "mnist").resolve().as_uri() + "/")
@@ -168,6 +179,7 @@ def _fake_tiny(folder: Path) -> None:
         _jpeg(folder / "val" / "images" / f"val_{k}.JPEG", 255 * (k % 2))
 
 
+@pytest.mark.usefixtures("tmp_cache")
 def test_tiny_layout_and_preference(tmp_path, data_dir):
     sub = tmp_path / "tiny-imagenet-200-sub20"
     sub.symlink_to((data_dir / "tiny-imagenet-200-sub20").resolve())
@@ -196,6 +208,7 @@ def _archive_source(monkeypatch, tmp_path, name: str, build) -> Path:
     return tmp_path / "root"
 
 
+@pytest.mark.usefixtures("tmp_cache")
 def test_download_extracts_tar(tmp_path, monkeypatch):
     def build(buf):
         with tarfile.open(fileobj=buf, mode="w:gz") as tf:
@@ -204,10 +217,14 @@ def test_download_extracts_tar(tmp_path, monkeypatch):
                 tf.addfile(info, io.BytesIO(b""))
 
     root = _archive_source(monkeypatch, tmp_path, "cifar10", build)
+    empty = (hashlib.md5(b"").hexdigest(),) * 7  # the unpacked files are verified too
+    src = dataclasses.replace(data._SOURCES["cifar10"], members_md5=empty)
+    monkeypatch.setitem(data._SOURCES, "cifar10", src)
     assert require_vision("cifar10", root) == root.resolve() / "cifar10" / "cifar-10-batches-py"
     assert sorted(p.name for p in (root / "cifar10").iterdir()) == ["cifar-10-batches-py"]  # archive removed
 
 
+@pytest.mark.usefixtures("tmp_cache")
 def test_download_extracts_zip(tmp_path, monkeypatch):
     _fake_tiny(tmp_path / "staging" / "tiny-imagenet-200")
 

@@ -16,6 +16,7 @@ from transformers import GPT2LMHeadModel
 from lmcnb import gpt, text
 from lmcnb.data import DatasetMissing
 from lmcnb.metrics import relative_ppl_instability
+from lmcnb.registry import Ref, build
 from lmcnb.rng import RngStreams, Seeds
 from lmcnb.study import spawn_study
 from lmcnb.train import Trainer, evaluate
@@ -155,13 +156,12 @@ def test_relative_ppl_instability():
     assert relative_ppl_instability(np.log([10.0, 9.0, 10.0])) == pytest.approx(0.0)
 
 
-def test_lm_spawn_study_reports_perplexity(tmp_path):
-    tokens = torch.tensor(list(range(20)) * 40)
-    tok = text.CharTokenizer("".join(chr(65 + i) for i in range(20)))
-    train_text = tok.decode(tokens.tolist())
+def test_lm_spawn_study_reports_perplexity(tmp_path, data_dir):
+    tok = Ref.of("tokenizer", "char", corpus="shakespeare")
     cfg = gpt.lm_train_config(batch_size=8, sim_batch_size=8, max_iters=12, warmup_steps=2, lr=3e-3, min_lr=3e-4)
-    setup = gpt.lm_setup("test", "tiny", gpt.hf_config(TINY, len(tok)), tok, train_text, train_text[:300], cfg,
-                         tmp_path, dataset="cycle", n_alpha=5, eval_iters="all")
+    config = gpt.hf_config(TINY, len(build(tok, data_dir)))
+    setup = gpt.lm_setup("test", "tiny", config, tok, "shakespeare", cfg, tmp_path, chars=2000,
+                         data_dir=str(data_dir), n_alpha=5, eval_iters="all")
     res = spawn_study(setup, [0, 6], n_children=2)
     b = res.barriers
     assert {"relative_ppl_instability", "stable"} <= set(b.columns) and len(b) == 4
@@ -236,9 +236,10 @@ def test_pretrain_then_fine_tune_from_the_directory(tmp_path, data_dir, offline)
     finally:
         del gpt.GPT_CONFIGS["Test"]
     pretrained = gpt.load_pretrained(str(folder))
-    args = (pretrained.config, gpt.load_tokenizer(str(folder)), ptb[:20_000], ptb[20_000:30_000], cfg, tmp_path)
-    fine = gpt.lm_setup("test", "ft", *args, dataset="ptb-slice", pretrained=str(folder))
-    scratch = gpt.lm_setup("test", "ft", *args, dataset="ptb-slice")
+    tok_ref = Ref.of("tokenizer", "pretrained", source=str(folder))
+    args = (pretrained.config, tok_ref, "ptb", cfg, tmp_path)
+    fine = gpt.lm_setup("test", "ft", *args, chars=20_000, data_dir=str(data_dir), pretrained=str(folder))
+    scratch = gpt.lm_setup("test", "ft", *args, chars=20_000, data_dir=str(data_dir))
     start = fine.trunk(0).weights(0)  # k = 0: straight from the pretrained weights
     assert all(torch.equal(v, pretrained.state_dict()[k]) for k, v in start.items())
     assert not torch.equal(scratch.trunk(0).weights(0)["lm_head.weight"], start["lm_head.weight"])

@@ -20,6 +20,7 @@ from lmcnb.augment import crop_and_flip
 from lmcnb.checkpoint import load_state, save_state
 from lmcnb.data import TensorData
 from lmcnb.models import LeNet5
+from lmcnb.registry import Ref
 from lmcnb.rng import STREAMS, RngStreams, Seeds, derive_seed
 from lmcnb.runs import Run, RunSpec
 from lmcnb.study import Setup, spawn_study
@@ -415,15 +416,16 @@ def test_run_identity():
     assert r1.dir.name == r2.dir.name == lr.run_id and r1.dir != r2.dir
 
 
-def _setup(root, mnist, **kw) -> Setup:
-    train, test = mnist
+def _setup(root, data_dir, **kw) -> Setup:
+    """LeNet5 on the first 512 training and 256 test images of MNIST (as `mnist_small`)."""
     cfg = TrainConfig(batch_size=64, max_steps=16, lr=2e-3, schedule="cosine", warmup_steps=2, eval_every=8)
-    return Setup("unit", "lenet5", "mnist512", LeNet5, train, test, cfg, Path(root), n_alpha=3,
-                 eval_batch_size=256, **kw)
+    split = {s: Ref.of("data", "vision", name="mnist", split=s, limit=n) for s, n in (("train", 512), ("test", 256))}
+    return Setup("unit", "lenet5", "mnist512", Ref.of("model", "lenet5", num_classes=10), split["train"],
+                 split["test"], cfg, root, n_alpha=3, eval_batch_size=256, data_dir=str(data_dir), **kw)
 
 
-def test_same_seeds_give_identical_weights(tmp_path, mnist_small):
-    one, two = _setup(tmp_path / "one", mnist_small).trunk(0), _setup(tmp_path / "two", mnist_small).trunk(0)
+def test_same_seeds_give_identical_weights(tmp_path, data_dir, mnist_small):
+    one, two = _setup(tmp_path / "one", data_dir).trunk(0), _setup(tmp_path / "two", data_dir).trunk(0)
     one.ensure([8])
     two.ensure([8])
     assert one.dir != two.dir and one.dir.name == two.dir.name
@@ -444,8 +446,8 @@ def test_same_seeds_give_identical_weights(tmp_path, mnist_small):
     assert unused.dir != one.dir and _same_weights(unused.weights(), one.weights())
 
 
-def test_finished_run_is_not_trained_again(tmp_path, mnist_small, monkeypatch):
-    run = _setup(tmp_path, mnist_small).trunk(0)
+def test_finished_run_is_not_trained_again(tmp_path, data_dir, monkeypatch):
+    run = _setup(tmp_path, data_dir).trunk(0)
     weights = run.weights()
     assert run.done == {"final_step": 16, "stopped_early": False, "steps_per_epoch": 8}
     def stamp(p):
@@ -453,7 +455,7 @@ def test_finished_run_is_not_trained_again(tmp_path, mnist_small, monkeypatch):
 
     files = {p: stamp(p) for p in run.dir.rglob("*") if p.is_file() and p.name not in ("spec.json", ".lock")}
     _StepCounter(monkeypatch, forbid=True)
-    again = _setup(tmp_path, mnist_small).trunk(0)  # a new object, as in a re-executed notebook
+    again = _setup(tmp_path, data_dir).trunk(0)  # a new object, as in a re-executed notebook
     assert again.final_step() == 16 and _same_weights(again.weights(), weights)
     # Nothing was rewritten: the results were only read.
     assert {p: stamp(p) for p in files} == files
@@ -461,8 +463,8 @@ def test_finished_run_is_not_trained_again(tmp_path, mnist_small, monkeypatch):
         again.weights(17)
 
 
-def test_child_continues_schedule_and_optimizer_from_spawn_step(tmp_path, mnist_small):
-    setup = _setup(tmp_path, mnist_small)
+def test_child_continues_schedule_and_optimizer_from_spawn_step(tmp_path, data_dir):
+    setup = _setup(tmp_path, data_dir)
     trunk = setup.trunk(0)
     trunk.ensure([8])
     kids = [setup.child(trunk, 8, 16, "spawn", 0, 8, c) for c in range(2)]
@@ -483,11 +485,11 @@ def test_child_continues_schedule_and_optimizer_from_spawn_step(tmp_path, mnist_
 
 
 def test_spawned_child_is_identical_whether_the_parent_checkpoint_existed_or_was_recreated(
-        tmp_path, mnist_small, monkeypatch):
+        tmp_path, data_dir, monkeypatch):
     k = 8
     results = {}
     for case, kept in (("saved", [k]), ("from_step_4", [4]), ("from_init", [])):
-        setup = _setup(tmp_path / case, mnist_small)
+        setup = _setup(tmp_path / case, data_dir)
         trunk = setup.trunk(0)
         trunk.ensure(kept)
         assert (k in trunk.saved_steps()) == (case == "saved")
@@ -505,12 +507,12 @@ def test_spawned_child_is_identical_whether_the_parent_checkpoint_existed_or_was
         _assert_same(results[case][1], results["saved"][1], case)
 
 
-def test_finished_study_is_not_computed_again(tmp_path, mnist_small, monkeypatch):
-    setup = _setup(tmp_path, mnist_small)
+def test_finished_study_is_not_computed_again(tmp_path, data_dir, monkeypatch):
+    setup = _setup(tmp_path, data_dir)
     first = spawn_study(setup, [0, "1ep"], n_children=2)
     assert set(first.barriers.spawn_step) == {0, 8} and len(first.curves) == 2 * 2 * 3
     _StepCounter(monkeypatch, forbid=True)
-    second = spawn_study(_setup(tmp_path, mnist_small), [0, 8], n_children=2)
+    second = spawn_study(_setup(tmp_path, data_dir), [0, 8], n_children=2)
     assert second.folder == first.folder
     pd.testing.assert_frame_equal(second.barriers, first.barriers, check_exact=False, rtol=1e-12)
     pd.testing.assert_frame_equal(second.curves, first.curves, check_exact=False, rtol=1e-12)
@@ -518,7 +520,7 @@ def test_finished_study_is_not_computed_again(tmp_path, mnist_small, monkeypatch
     for name in ("curves.csv", "barriers.csv"):
         (first.folder / name).unlink()
     shutil.rmtree(first.folder / "pairs")
-    third = spawn_study(_setup(tmp_path, mnist_small), [0, 8], n_children=2)
+    third = spawn_study(_setup(tmp_path, data_dir), [0, 8], n_children=2)
     pd.testing.assert_frame_equal(third.barriers, first.barriers, check_exact=False, rtol=1e-9)
     pd.testing.assert_frame_equal(third.curves, first.curves, check_exact=False, rtol=1e-9)
 
