@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 export LMCNB_DATA ?= $(CURDIR)/data
 export PYTHONUNBUFFERED := 1
 
-.PHONY: env book test smoke unit
+.PHONY: env book test smoke unit accept-data
 
 $(VENV)/.ready: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,11 @@ $(VENV)/.ready: requirements.txt pyproject.toml
 
 env: $(VENV)/.ready
 	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+
+# Accept a dataset whose files differ from the official checksums on purpose (their exact bytes
+# as they are now): make accept-data DATASET=cifar10 REASON="why"
+accept-data: env
+	$(BIN)/lmcnb data accept $(DATASET) --reason "$(REASON)"
 
 # The book's JavaScript comes from npm (package.json); the browser check needs Debian's chromium.
 NPM_CHECK := command -v npm >/dev/null || (apt-get update && apt-get install -y npm)
