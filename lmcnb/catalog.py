@@ -32,10 +32,15 @@ def _gpt(data_dir: Any, config: dict[str, Any]):
 
 
 @register("model", "pretrained_gpt")
-def _pretrained_gpt(data_dir: Any, source: str):
-    """`GPT2LMHeadModel.from_pretrained(source)`: a hub id or a directory every worker can read."""
+def _pretrained_gpt(data_dir: Any, source: str, digest: str | None = None):
+    """`GPT2LMHeadModel.from_pretrained(source)`: a hub id or a directory every worker can read;
+    `digest` (a `pretrained_id`) refuses a directory whose weights changed since planning."""
     from .gpt import load_pretrained
+    from .pretrained import pretrained_id
 
+    if digest is not None and pretrained_id(source) != digest:
+        raise ValueError(f"the pretrained model in {source} is {pretrained_id(source)}, but the "
+                         f"study was planned on {digest}: its weights changed in between")
     return load_pretrained(source)
 
 

@@ -1,10 +1,14 @@
-"""Checkpoints as single safetensors files, written atomically, never unpickled.
+"""Checkpoints as single safetensors files, written atomically, never unpickled, verified on load.
 
 Any nested state (model weights, optimizer state, RNG states, counters) is split into
-tensors, stored as safetensors, and a JSON tree stored in the file's metadata.
+tensors, stored as safetensors, and a JSON tree stored in the file's metadata, together with
+a sha256 digest of every tensor's bytes and an identity (for a run: its id and step). Loading
+recomputes the digest and compares the identity: a damaged or misplaced file is refused with
+a `CheckpointError` naming it, never used.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -61,14 +65,32 @@ def _unflatten(tree: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return tree
 
 
+def _umask() -> int:
+    """This process's umask (read without changing it where /proc allows)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, write) -> None:
-    """Call `write(tmp_path)`, then rename the temp file onto `path` (same folder, atomic)."""
+    """Call `write(tmp_path)`, then rename the temp file onto `path` (same folder, atomic).
+
+    The file gets the mode an ordinary `open` would give it (0666 less the umask), so colleagues
+    sharing a runs folder can read it.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -79,25 +101,51 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
-def save_state(path: str | os.PathLike, state: dict[str, Any]) -> None:
-    """Save a nested dict of tensors and plain values to `path` atomically."""
+def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes, in name order."""
+    h = hashlib.sha256()
+    for key in sorted(tensors):
+        t = tensors[key].detach().cpu().contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+    return h.hexdigest()
+
+
+def save_state(path: str | os.PathLike, state: dict[str, Any],
+               identity: dict[str, Any] | None = None) -> None:
+    """Save a nested dict of tensors and plain values to `path` atomically, with the digest of
+    its tensors and `identity` (plain JSON data, e.g. {"run": run_id, "step": 400})."""
     tensors: dict[str, torch.Tensor] = {}
     tree = _flatten(state, "", tensors)
-    atomic_write(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata={"lmcnb": json.dumps(tree)}))
+    meta = {"lmcnb": json.dumps(tree), "digest": tensor_digest(tensors),
+            "identity": json.dumps(identity or {}, sort_keys=True)}
+    atomic_write(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=meta))
 
 
-def load_state(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load what `save_state` wrote. Raises CheckpointError naming the file if it is damaged."""
+def load_state(path: str | os.PathLike, device: str | torch.device = "cpu",
+               identity: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Load what `save_state` wrote, after checking its tensors against their digest and, if given,
+    its identity (every key given must match). Raises CheckpointError naming the file if it is
+    damaged or is another's."""
     path = Path(path)
     try:
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-        tensors = load_file(str(path), device=str(device))
-        tree = json.loads(meta["lmcnb"])
-        return _unflatten(tree, tensors)
-    except FileNotFoundError:
+        tensors = load_file(str(path), device="cpu")
+        if "digest" not in meta or tensor_digest(tensors) != meta["digest"]:
+            raise CheckpointError(f"checkpoint {path} fails its checksum: its tensors changed after "
+                                  "it was written (or it predates checksums)")
+        stored = json.loads(meta.get("identity", "{}"))
+        if identity is not None and any(stored.get(k) != v for k, v in identity.items()):
+            raise CheckpointError(f"checkpoint {path} belongs to {stored or 'nothing recorded'}, "
+                                  f"not to {identity}: it was copied or moved from elsewhere")
+        state = _unflatten(json.loads(meta["lmcnb"]), tensors)
+    except (FileNotFoundError, CheckpointError):
         raise
     except (SafetensorError, KeyError, ValueError, OSError, RuntimeError) as exc:
         raise CheckpointError(f"checkpoint {path} is truncated or corrupt: {exc}") from exc
+    if torch.device(device).type != "cpu":
+        state = _unflatten(json.loads(meta["lmcnb"]), {k: v.to(device) for k, v in tensors.items()})
+    return state

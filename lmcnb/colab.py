@@ -21,6 +21,8 @@ import sys
 if "google.colab" in sys.modules:
     !pip install -q "lmcnb @ git+{REPOSITORY}"
 import lmcnb.colab
+import lmcnb.params
+lmcnb.params.check_injected()  # papermill: a parameter this notebook does not declare is an error
 runs_dir = lmcnb.colab.setup(colab, drive_dir, runs_dir)"""
 
 

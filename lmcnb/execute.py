@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from .sweep import check_names
+
 REPO = Path(__file__).resolve().parent.parent
 CHAPTERS = ("cnn_baselines", "gpt_shakespeare")
 SITE = REPO / "_build" / "site"
@@ -43,10 +45,12 @@ def execute(chapter: str, out_dir: Path, profile: str, **parameters) -> Path:
 
     if chapter not in CHAPTERS:
         raise ValueError(f"unknown chapter {chapter!r}; valid: {', '.join(CHAPTERS)}")
+    notebook = REPO / "notebooks" / f"{chapter}.ipynb"
+    check_names(notebook, ["profile", *parameters])
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / f"{chapter}.ipynb"
     os.environ["LMCNB_LIVE"] = "0"
-    papermill.execute_notebook(str(REPO / "notebooks" / f"{chapter}.ipynb"), str(out),
+    papermill.execute_notebook(str(notebook), str(out),
                                parameters={"profile": profile, **parameters}, cwd=str(REPO),
                                progress_bar=False)
     return out
@@ -144,7 +148,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-execute", action="store_true", help="skip execution (use the copies already in --out)")
     args = ap.parse_args(argv)
     params = {k: json.loads(v) for k, v in args.param}
-    for chapter in [] if args.no_execute else args.only:
+    chapters = [] if args.no_execute else args.only
+    for chapter in chapters:  # every chapter's names are checked before the first one runs
+        if chapter not in CHAPTERS:
+            ap.error(f"unknown chapter {chapter!r}; valid: {', '.join(CHAPTERS)}")
+        try:
+            check_names(REPO / "notebooks" / f"{chapter}.ipynb", list(params))
+        except ValueError as exc:
+            ap.error(str(exc))
+    for chapter in chapters:
         start = time.time()
         execute(chapter, args.out, args.profile, **params)
         print(f"{chapter}: executed at profile {args.profile!r} in {time.time() - start:.0f} s", flush=True)

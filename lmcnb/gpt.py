@@ -6,7 +6,6 @@ Every model is a `GPT2LMHeadModel`, so a checkpoint saved here loads with
 """
 from __future__ import annotations
 
-import hashlib
 import textwrap
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -15,9 +14,11 @@ from typing import Any, Callable
 import torch
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
+from .params import at_least
+from .pretrained import pretrained_id, publish, same_weights
 from .registry import Ref, build
 from .rng import Seeds
-from .runs import Run, RunSpec
+from .runs import Run, RunSpec, folder_lock
 from .study import Setup
 from .text import Tokenizer, encode, from_hub, token_windows, tokenizer_id
 from .train import TrainConfig
@@ -104,23 +105,13 @@ def save_pretrained(model: GPT2LMHeadModel, tokenizer, folder: str | Path) -> Pa
     return folder
 
 
-def pretrained_id(source: str) -> str:
-    """A hub id as given; a local directory by a hash of its weights (the path does not matter)."""
-    weights = Path(source) / "model.safetensors"
-    if not weights.exists():
-        return source
-    digest = hashlib.sha256()
-    with open(weights, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return f"dir-{digest.hexdigest()[:16]}"
-
-
 def pretrain(model: str, tokenizer, text: str, train: TrainConfig, runs_dir: str | Path, *,
              dataset: str, device: str = "cpu", seed: int = 0) -> Path:
     """Train `GPT_CONFIGS[model]` on `text` as a resumable lmcnb run; save it like a hub checkpoint.
 
     Returns `<runs_dir>/pretrained/<run id>`, which `load_pretrained` and `load_tokenizer` read.
+    The folder is written atomically under the run's lock and checked against the run's weights
+    at every call: a damaged one is rebuilt.
     """
     cfg = gpt_config(model)
     config = hf_config(cfg, len(tokenizer))
@@ -128,13 +119,20 @@ def pretrain(model: str, tokenizer, text: str, train: TrainConfig, runs_dir: str
     spec = RunSpec(model, dataset, train, Seeds.from_base(seed, "pretrain"),
                    model_args=_identity(config, tokenizer, None, cfg.block_size))
     run = Run(spec, Path(runs_dir) / "train", lambda: build_gpt(config), data, device)
-    folder = Path(runs_dir) / "pretrained" / spec.run_id
-    if not (folder / "model.safetensors").exists():
+    weights = run.weights()  # a verified checkpoint (recreated if damaged)
+
+    def save(folder: Path) -> None:
         with torch.random.fork_rng():
             net = build_gpt(config)
-        net.load_state_dict(run.weights())
+        net.load_state_dict(weights)
         save_pretrained(net, tokenizer, folder)
-    return folder
+
+    def valid(folder: Path) -> bool:
+        return (same_weights(folder, weights)
+                and tokenizer_id(load_tokenizer(str(folder))) == tokenizer_id(tokenizer))
+
+    with folder_lock(run.dir):
+        return publish(Path(runs_dir) / "pretrained" / spec.run_id, save, valid)
 
 
 # -- text samples ----------------------------------------------------------------------------
@@ -181,6 +179,10 @@ def lm_train_config(*, batch_size: int, sim_batch_size: int, max_iters: int, war
 
     `max_steps` (the end of the cosine) must equal `max_iters`: lmcnb's cosine spans the whole run.
     """
+    for name, value, minimum in (("batch_size", batch_size, 1), ("sim_batch_size", sim_batch_size, 1),
+                                 ("max_iters", max_iters, 1), ("warmup_steps", warmup_steps, 0),
+                                 ("log_every", log_every, 1)):
+        at_least(name, value, minimum)
     if sim_batch_size % batch_size:
         raise ValueError(f"sim_batch_size ({sim_batch_size}) must be a multiple of batch_size ({batch_size})")
     if max_steps is not None and max_steps != max_iters:
@@ -229,7 +231,8 @@ def lm_setup(chapter: str, model: str, config: GPT2Config, tokenizer: Ref, corpu
         raise ValueError(f"tokenizer has {len(tok)} tokens, the model only {config.vocab_size}")
     block = config.n_positions
     stride = train_stride or block
-    net = (Ref.of("model", "pretrained_gpt", source=str(pretrained)) if pretrained is not None
+    net = (Ref.of("model", "pretrained_gpt", source=str(pretrained),
+                  digest=pretrained_id(str(pretrained))) if pretrained is not None
            else Ref.of("model", "gpt", config=config_args(config)))
 
     def windows(split: str, step: int | None) -> Ref:

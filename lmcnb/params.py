@@ -43,6 +43,77 @@ def at_least(name: str, value: Any, minimum: int) -> int:
     return value
 
 
+def step_list(name: str, value: Any) -> list[int | str]:
+    """A list of steps: ints, `"500it"` or `"2ep"` strings (checked for form, not for length)."""
+    from .train import parse_steps
+
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"{name} must be a list of steps, e.g. [0, 100, '1ep'] (got {value!r})")
+    for v in value:
+        try:
+            parse_steps(v, 1)
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
+    return list(value)
+
+
+def batches_or_all(name: str, value: Any) -> int | str:
+    """`"all"` or a number of evaluation batches (an integer >= 1)."""
+    if value != "all":
+        at_least(name, value, 1)
+    return value
+
+
+def flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False (got {value!r})")
+    return value
+
+
+def pretrained_source(name: str, value: Any) -> str:
+    """A hub id (`"gpt2"`, `"org/model"`) or a directory written by `save_pretrained` that exists."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} must be a hub id or a directory (got {value!r})")
+    looks_like_path = value.startswith(("/", ".", "~")) or value.count("/") > 1
+    if looks_like_path and not Path(value).expanduser().is_dir():
+        raise ValueError(f"{name}: no directory {value!r} (give a hub id such as 'gpt2', or a "
+                         "directory written by save_pretrained)")
+    return value
+
+
+def check_injected(shell: Any = None) -> None:
+    """In a kernel that papermill runs: refuse injected parameters the notebook does not declare.
+
+    papermill only warns about a name the parameters cell lacks (a typo such as `n_child`) and
+    injects it anyway, where nothing reads it. The kernel's input history holds both cells: the
+    first cell executed (the `parameters` cell) and the injected one (it starts `# Parameters`).
+    Outside papermill this does nothing.
+    """
+    import ast
+
+    if shell is None:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+    cells = [] if shell is None else list(shell.user_ns.get("In", []))[1:]
+
+    def assigned(source: str) -> set[str]:
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            return set()
+        return {t.id for node in tree.body if isinstance(node, ast.Assign)
+                for t in node.targets if isinstance(t, ast.Name)}
+
+    injected = [c for c in cells[1:] if c.lstrip().startswith("# Parameters")]
+    if not cells or not injected:
+        return
+    declared = assigned(cells[0])
+    unknown = set().union(*(assigned(c) for c in injected)) - declared
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {sorted(unknown)}; valid: {', '.join(sorted(declared))}")
+
+
 def runs_root(runs_dir: str | os.PathLike | None = None) -> Path:
     """Where runs live: the parameter, else $LMCNB_RUNS, else ./runs."""
     return Path(runs_dir or os.environ.get("LMCNB_RUNS") or "runs").expanduser().resolve()

@@ -8,6 +8,7 @@ Runs lock their folder, so the same run started in parallel is trained once.
 from __future__ import annotations
 
 import contextlib
+import copy
 import fcntl
 import hashlib
 import json
@@ -21,7 +22,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
-from .checkpoint import atomic_write_text, load_state, save_state
+from .checkpoint import CheckpointError, atomic_write_text, load_state, save_state
 from .data import TensorData
 from .registry import Ref, build
 from .rng import RngStreams, Seeds
@@ -110,8 +111,16 @@ class Run:
 
     @property
     def done(self) -> dict[str, Any] | None:
+        """The run's summary once it has finished (None before; a damaged file counts as not
+        finished, so the run completes again from its checkpoints and rewrites it)."""
         path = self.dir / "done.json"
-        return json.loads(path.read_text()) if path.exists() else None
+        try:
+            done = json.loads(path.read_text())
+            return done if isinstance(done, dict) and isinstance(done.get("final_step"), int) else None
+        except FileNotFoundError:
+            return None
+        except (ValueError, OSError):
+            return None
 
     def saved_steps(self) -> list[int]:
         return sorted(int(p.stem.split("-")[1]) for p in (self.dir / "ckpt").glob("step-*.safetensors"))
@@ -124,14 +133,22 @@ class Run:
 
     def weights(self, step: int | None = None) -> dict[str, torch.Tensor]:
         """Model weights at `step` (default: final), training whatever is missing first."""
-        step = self.final_step() if step is None else step
-        self.ensure((step,))
-        return load_state(self.ckpt_path(step))["model"]
+        return self.state(self.final_step() if step is None else step)["model"]
 
     def state(self, step: int) -> dict[str, Any]:
-        """The full trainer state at `step` (weights, optimizer, RNG, sampler, progress)."""
+        """The full trainer state at `step` (weights, optimizer, RNG, sampler, progress).
+
+        A checkpoint that fails verification (damaged, or another run's) is moved aside to
+        `*.damaged` and recreated by deterministic training from the nearest earlier one.
+        """
         self.ensure((step,))
-        return load_state(self.ckpt_path(step))
+        try:
+            return self._load(self.ckpt_path(step))
+        except CheckpointError as exc:
+            with folder_lock(self.dir):
+                self._set_aside(self.ckpt_path(step), exc)
+        self.ensure((step,))
+        return self._load(self.ckpt_path(step))
 
     def ensure(self, steps: tuple[int, ...] | list[int]) -> None:
         """Make sure the run is finished and has checkpoints at every step in `steps`."""
@@ -163,8 +180,29 @@ class Run:
         with streams.active("init"):
             model = build(self.build) if isinstance(self.build, Ref) else self.build()
         augment = build(self.augment, self.data_dir)
+        hooks = [copy.deepcopy(h) for h in self.hooks]  # every trainer starts from fresh hook state
         return Trainer(model, self.spec.train, data, streams, pick_device(self.device), augment, val,
-                       self.hooks)
+                       hooks)
+
+    def _identity(self, step: int) -> dict[str, Any]:
+        return {"run": self.spec.run_id, "step": step}
+
+    def _load(self, path: Path, device: str | torch.device = "cpu") -> dict[str, Any]:
+        """A checkpoint of this run, verified: its digest, this run's id, and the step its name
+        says (`last.safetensors`: any step)."""
+        expect = {"run": self.spec.run_id}
+        if path.name != "last.safetensors":
+            expect["step"] = int(path.stem.split("-")[1])
+        return load_state(path, device, identity=expect)
+
+    def _set_aside(self, path: Path, exc: Exception) -> None:
+        """Move a checkpoint that failed verification out of the way (kept for inspection)."""
+        if path.exists():
+            os.replace(path, path.with_suffix(".damaged"))
+            self._event("damaged", file=path.name, error=str(exc))
+
+    def _save(self, path: Path, trainer: Trainer) -> None:
+        save_state(path, trainer.state_dict(), identity=self._identity(trainer.progress.step))
 
     def _event(self, event: str, **fields: Any) -> None:
         """Append a line to the run's `events.jsonl`: what was trained where, from which state."""
@@ -179,19 +217,25 @@ class Run:
             tmp.unlink()
         trainer = self._new_trainer()
         device = trainer.device
-        candidates = [s for s in self.saved_steps() if before is None or s <= before]
+        candidates = {s: self.ckpt_path(s) for s in self.saved_steps() if before is None or s <= before}
         last = self.dir / "last.safetensors"
         if last.exists():
-            last_state = load_state(last, device)
-            last_step = last_state["progress"]["step"]
-            if (before is None or last_step <= before) and (not candidates or last_step > max(candidates)):
-                trainer.load_state_dict(last_state)
-                self._event("resume", step=last_step, source=last.name)
-                return trainer
-        if candidates:
-            trainer.load_state_dict(load_state(self.ckpt_path(max(candidates)), device))
-            self._event("resume", step=max(candidates), source=self.ckpt_path(max(candidates)).name)
-        elif self.parent is not None:
+            try:
+                state = self._load(last, device)
+                step = state["progress"]["step"]
+                if (before is None or step <= before) and (not candidates or step > max(candidates)):
+                    candidates[step] = last
+            except CheckpointError as exc:
+                self._set_aside(last, exc)
+        for step in sorted(candidates, reverse=True):  # the latest that verifies
+            try:
+                trainer.load_state_dict(self._load(candidates[step], device))
+            except CheckpointError as exc:
+                self._set_aside(candidates[step], exc)
+                continue
+            self._event("resume", step=step, source=candidates[step].name)
+            return trainer
+        if self.parent is not None:
             trainer.load_state_dict(self.parent.state(self.spec.parent[1]), rng=False)
             self._event("spawn", step=self.spec.parent[1], source=self.spec.parent[0])
         else:
@@ -203,21 +247,25 @@ class Run:
         stop = self.spec.stop_at if self.spec.stop_at is not None else trainer.total_steps
         target = stop if until is None else until
         if trainer.progress.step in keep:
-            save_state(self.ckpt_path(trainer.progress.step), trainer.state_dict())
+            self._save(self.ckpt_path(trainer.progress.step), trainer)
 
         def on_step(t: Trainer) -> None:
             step = t.progress.step
             if step in keep:
-                save_state(self.ckpt_path(step), t.state_dict())
+                self._save(self.ckpt_path(step), t)
             elif step % self.ckpt_every == 0:
-                save_state(self.dir / "last.safetensors", t.state_dict())
+                self._save(self.dir / "last.safetensors", t)
 
-        trainer.run(target, on_step, desc=self.spec.run_id)
+        try:
+            trainer.run(target, on_step, desc=self.spec.run_id)
+        except FloatingPointError as exc:
+            self._event("failed", step=trainer.progress.step, error=str(exc))
+            raise FloatingPointError(f"run {self.dir}: {exc}") from exc
         if until is not None and self.done is not None:
             (self.dir / "last.safetensors").unlink(missing_ok=True)
         if until is None:
             final = trainer.progress.step
-            save_state(self.ckpt_path(final), trainer.state_dict())
+            self._save(self.ckpt_path(final), trainer)
             (self.dir / "last.safetensors").unlink(missing_ok=True)
             _write_log(self.dir / "log.csv", trainer.progress.log)
             atomic_write_text(self.dir / "done.json", json.dumps(

@@ -13,6 +13,7 @@ import hashlib
 import itertools
 import json
 import os
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -25,6 +26,7 @@ from .data import TensorData
 from .executors import Executor, Task, get_executor
 from .interpolate import alpha_grid, eval_subset, has_batchnorm, interpolation_curve
 from .metrics import STABLE_THRESHOLD, aggregate, barriers, l2_distance, onset
+from .params import at_least, batches_or_all, flag, step_list
 from .registry import Ref, build
 from .rng import Seeds, derive_seed
 from .runs import Run, RunSpec, data_fingerprint, folder_lock
@@ -69,10 +71,17 @@ class Setup:
     noise: tuple[str, ...] = NOISE
 
     def __post_init__(self) -> None:
+        """Every evaluation setting is checked here, before anything trains."""
         object.__setattr__(self, "runs_dir", str(self.runs_dir))
         unknown = sorted(set(self.noise) - set(NOISE))
         if unknown or not self.noise:
             raise ValueError(f"noise must name one or more of {', '.join(NOISE)} (got {self.noise!r})")
+        alpha_grid(self.n_alpha)
+        batches_or_all("eval_iters", self.eval_iters)
+        at_least("eval_batch_size", self.eval_batch_size, 1)
+        at_least("bn_reset_examples", self.bn_reset_examples, 1)
+        at_least("seed", self.seed, 0)
+        flag("bn_reset", self.bn_reset)
 
     def load(self, ref: Ref | None) -> TensorData | None:
         return None if ref is None else build(ref, self.data_dir)
@@ -90,11 +99,9 @@ class Setup:
     def total_steps(self) -> int:
         return parse_steps(self.train.max_steps, self.steps_per_epoch)
 
-    def steps(self, values: Sequence[int | str]) -> list[int]:
+    def steps(self, values: Sequence[int | str], name: str = "spawn steps") -> list[int]:
         """Spawn steps as ints, checked against the length of training."""
-        if isinstance(values, (str, int)):
-            raise ValueError(f"spawn steps must be a list, e.g. [0, 100, '1ep'] (got {values!r})")
-        out = sorted({parse_steps(v, self.steps_per_epoch) for v in values})
+        out = sorted({parse_steps(v, self.steps_per_epoch) for v in step_list(name, values)})
         beyond = [s for s in out if s > self.total_steps]
         if beyond:
             raise ValueError(f"spawn step(s) {beyond} are beyond the end of training "
@@ -160,8 +167,9 @@ def compare(setup: Setup, a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]
     name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     curve_path = folder / "pairs" / f"{name}.curves.csv"
     barrier_path = folder / "pairs" / f"{name}.barriers.csv"
-    if curve_path.exists() and barrier_path.exists():
-        return read_table(curve_path), read_table(barrier_path)
+    cached = read_table(curve_path), read_table(barrier_path)
+    if cached[0] is not None and cached[1] is not None:
+        return cached
     ev = _eval_data(setup)
     resets = [False, True] if setup.bn_reset and has_batchnorm(ev["model"]) else [False]
     l2, l2_rel = l2_distance(a, b)
@@ -183,13 +191,28 @@ def compare(setup: Setup, a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]
     for df in (curves_df, barriers_df):
         for i, (col, val) in enumerate(lead.items()):
             df.insert(i, col, val)
-    atomic_write_text(curve_path, curves_df.to_csv(index=False))
-    atomic_write_text(barrier_path, barriers_df.to_csv(index=False))
+    write_table(curve_path, curves_df)
+    write_table(barrier_path, barriers_df)
     return curves_df, barriers_df
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    """A table written by `to_csv`, floats parsed back to the exact values written."""
+def write_table(path: Path, table: pd.DataFrame) -> None:
+    """`table` as CSV, then its sha256 beside it (`<name>.sha256`), both written atomically."""
+    text = table.to_csv(index=False)
+    atomic_write_text(path, text)
+    atomic_write_text(Path(f"{path}.sha256"), hashlib.sha256(text.encode()).hexdigest() + "\n")
+
+
+def read_table(path: Path) -> pd.DataFrame | None:
+    """A table `write_table` wrote, if it is there and matches its digest; else None (a damaged
+    table is reported and will be recomputed from its inputs)."""
+    digest = Path(f"{path}.sha256")
+    if not (path.exists() and digest.exists()):
+        return None
+    if hashlib.sha256(path.read_bytes()).hexdigest() != digest.read_text().strip():
+        warnings.warn(f"{path} does not match its digest (damaged or edited): recomputing it",
+                      stacklevel=2)
+        return None
     return pd.read_csv(path)
 
 
@@ -272,8 +295,8 @@ class Plan:
         parts = get_executor(executor).run(list(self.tasks.values()), self.pairs)
         curves = pd.concat([c for c, _ in parts], ignore_index=True)
         table = pd.concat([b for _, b in parts], ignore_index=True)
-        atomic_write_text(self.folder / "curves.csv", curves.to_csv(index=False))
-        atomic_write_text(self.folder / "barriers.csv", table.to_csv(index=False))
+        write_table(self.folder / "curves.csv", curves)
+        write_table(self.folder / "barriers.csv", table)
         return Results(curves, table, self.folder, self.setup.threshold)
 
 
@@ -281,9 +304,9 @@ def _study(setup: Setup, kind: str, spec: dict[str, Any], plan_pairs, executor) 
     """The one study skeleton: cached tables, else plan the graph and execute it."""
     folder = setup.folder(kind, spec)
     with folder_lock(folder):
-        if (folder / "curves.csv").exists() and (folder / "barriers.csv").exists():
-            results = Results(read_table(folder / "curves.csv"), read_table(folder / "barriers.csv"),
-                              folder, setup.threshold)
+        curves, table = read_table(folder / "curves.csv"), read_table(folder / "barriers.csv")
+        if curves is not None and table is not None:
+            results = Results(curves, table, folder, setup.threshold)
         else:
             plan = Plan(setup, folder)
             plan_pairs(plan)
@@ -297,8 +320,7 @@ def _record(results: Results) -> None:
     target = os.environ.get(RESULTS_ENV)
     if target:
         for name in ("curves", "barriers"):
-            atomic_write_text(Path(target) / f"{results.folder.name}.{name}.csv",
-                              getattr(results, name).to_csv(index=False))
+            write_table(Path(target) / f"{results.folder.name}.{name}.csv", getattr(results, name))
 
 
 def spawn_children(setup: Setup, init: int, step: int, n_children: int) -> list[Run]:
@@ -310,8 +332,8 @@ def spawn_children(setup: Setup, init: int, step: int, n_children: int) -> list[
 def spawn_study(setup: Setup, spawn_steps: Sequence[int | str], n_children: int = 2,
                 n_inits: int = 1, executor: str | Executor | None = "serial") -> Results:
     """Frankle's instability analysis: for each init and k, `n_children` children trained k → T."""
-    if n_children < 2:
-        raise ValueError(f"n_children must be >= 2 (got {n_children})")
+    at_least("n_children", n_children, 2)
+    at_least("n_inits", n_inits, 1)
     steps = setup.steps(spawn_steps)
 
     def plan_pairs(plan: Plan) -> None:
@@ -330,6 +352,7 @@ def main_branch_study(setup: Setup, k1_steps: Sequence[int | str], k2_steps: Seq
                       n_inits: int = 1, executor: str | Executor | None = "serial") -> Results:
     """Seed 003's (k1, k2) grid: a child from the main branch at k1, trained k2 steps, against the
     main branch at k1 + k2."""
+    at_least("n_inits", n_inits, 1)
     k1s, k2s = setup.steps(k1_steps), setup.steps(k2_steps)
     grid = [(a, b) for a in k1s for b in k2s if a + b <= setup.total_steps]
     if not grid:

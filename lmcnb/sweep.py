@@ -236,6 +236,7 @@ def _merge(out: Path, records: list[dict[str, Any]], by_id: dict[str, dict], nam
     import pandas as pd
 
     from .checkpoint import atomic_write_text
+    from .study import read_table
 
     tables: dict[str, list[pd.DataFrame]] = {"barriers": [], "curves": []}
     failures = []
@@ -243,12 +244,16 @@ def _merge(out: Path, records: list[dict[str, Any]], by_id: dict[str, dict], nam
         point = record["point"]
         grid_values = {n: json.dumps(by_id[point][n]) if isinstance(by_id[point][n], (list, dict))
                        else by_id[point][n] for n in names}
+        found = {kind: [read_table(p) for p in sorted(
+            (out / "points" / point / "tables").glob(f"*.{kind}.csv"))] for kind in tables}
+        if record["status"] == "done" and any(df is None for dfs in found.values() for df in dfs):
+            record = {**record, "status": "failed", "error": "a table of this point is damaged: "
+                      f"delete {out / 'points' / point} and run the sweep again"}
         if record["status"] != "done":
             failures.append({"point": point, **grid_values, "error": record.get("error", "")})
             continue
         for kind in tables:
-            for path in sorted((out / "points" / point / "tables").glob(f"*.{kind}.csv")):
-                df = pd.read_csv(path)
+            for df in found[kind]:
                 for i, (n, v) in enumerate({"point": point, **grid_values}.items()):
                     df.insert(i, f"{n}_param" if n in df else n, v)  # e.g. model: "all"
                 tables[kind].append(df)

@@ -17,6 +17,8 @@ from torch import nn
 from .data import TensorData
 from .rng import RngStreams
 
+# A hook is called as `hook(trainer)` after every optimizer step, before the gradients are
+# cleared. One with `state_dict()` / `load_state_dict(state)` has its state saved in checkpoints.
 Hook = Callable[["Trainer"], None]
 
 
@@ -182,10 +184,12 @@ class Trainer:
             "sampler": self.sampler.state_dict(),
             "progress": {"step": p.step, "best_val": p.best_val if math.isfinite(p.best_val) else None,
                          "bad_evals": p.bad_evals, "stopped_early": p.stopped_early, "log": p.log},
+            "hooks": [h.state_dict() if hasattr(h, "state_dict") else None for h in self.hooks],
         }
 
     def load_state_dict(self, state: dict[str, Any], rng: bool = True) -> None:
-        """Restore everything; with `rng=False` (spawning a child) keep this trainer's own streams."""
+        """Restore everything; with `rng=False` (spawning a child) keep this trainer's own streams
+        and its hooks' own states (a child does not take over its parent's hook states)."""
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         prog = state["progress"]
@@ -194,8 +198,18 @@ class Trainer:
         if rng:
             self.streams.load_state_dict(state["rng"])
             self.sampler.load_state_dict(state["sampler"])
+            self._load_hooks(state.get("hooks", [None] * len(self.hooks)))
         else:
             self.sampler.pos = state["sampler"]["pos"]
+
+    def _load_hooks(self, states: list[Any]) -> None:
+        """Restore the hooks that have state; stateless ones (saved as None) need no match."""
+        if len(states) != len(self.hooks) and any(s is not None for s in states):
+            raise ValueError(f"the checkpoint holds {len(states)} hook states; "
+                             f"this trainer has {len(self.hooks)} hooks")
+        for hook, hook_state in zip(self.hooks, states):
+            if hook_state is not None:
+                hook.load_state_dict(hook_state)
 
     # -- the loop ------------------------------------------------------------------------
     def step(self) -> float:
@@ -216,13 +230,17 @@ class Trainer:
             n = y.numel()
             (loss_sum / (n * cfg.accum_steps)).backward()
             total, count = total + float(loss_sum.detach()), count + n
+        if not math.isfinite(total):
+            raise FloatingPointError(
+                f"non-finite training loss ({total}) at step {self.progress.step + 1}: training "
+                "stopped before the update (a damaged input, or a learning rate too high)")
         if cfg.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
         self.progress.step += 1
-        for hook in self.hooks:
+        for hook in self.hooks:  # they see this step's (clipped) gradients and updated weights
             hook(self)
+        self.optimizer.zero_grad(set_to_none=True)
         return total / count
 
     def run(self, until: int, on_step: Callable[["Trainer"], None] = lambda t: None, desc: str = "train") -> None:

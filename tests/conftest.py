@@ -36,3 +36,11 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """The hub does not answer (whatever the machine's network)."""
+    from lmcnb import text
+
+    monkeypatch.setattr(text, "hub_reachable", lambda timeout=3.0: False)

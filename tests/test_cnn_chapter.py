@@ -25,6 +25,13 @@ def run_notebook(tmp_path: Path, **parameters) -> str:
     ({"model": "lenet5", "spawn_steps": [0, 10_000]}, ["spawn step(s) [10000]", "beyond the end of training"]),
     ({"model": "lenet5", "n_alpha": 1}, ["n_alpha must be an integer >= 2"]),
     ({"profile": "fast"}, ["unknown profile 'fast'", "smoke", "book", "paper"]),
+    ({"n_child": 3}, ["unknown parameter(s) ['n_child']", "n_children"]),
+    ({"model": "lenet5", "eval_iters": 0}, ["eval_iters must be an integer >= 1 (got 0)"]),
+    ({"model": "lenet5", "n_inits": 0}, ["n_inits must be an integer >= 1 (got 0)"]),
+    ({"model": "lenet5", "spawn_steps": 4}, ["spawn_steps must be a list of steps", "(got 4)"]),
+    ({"model": "lenet5", "spawn_steps": "abc"}, ["spawn_steps must be a list of steps", "'abc'"]),
+    ({"model": "lenet5", "spawn_steps": [0, "abc"]}, ["spawn_steps: not a step count: 'abc'"]),
+    ({"model": "lenet5", "executor": "locale"}, ["executor must be one of", '"serial"']),
 ])
 def test_bad_parameter_fails_first(tmp_path, parameters, expected):
     message = run_notebook(tmp_path, **parameters)
@@ -38,3 +45,13 @@ def test_missing_dataset_names_files_and_folder(tmp_path, monkeypatch):
     message = run_notebook(tmp_path, model="lenet5", data_dir=str(empty))
     assert "DatasetMissing" in message and "mnist" in message
     assert "train-images-idx3-ubyte.gz" in message and str(empty / "mnist") in message
+
+
+def test_execute_refuses_an_unknown_parameter_before_running_anything(tmp_path, capsys):
+    from lmcnb.execute import main
+
+    with pytest.raises(SystemExit):
+        main(["--profile", "smoke", "--out", str(tmp_path), "--only", "cnn_baselines",
+              "-p", "n_child", "3"])
+    assert "unknown parameter(s) ['n_child']" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

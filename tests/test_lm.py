@@ -29,12 +29,6 @@ def shakespeare(data_dir):
     return text.load_text("shakespeare", "train", data_dir), text.load_text("shakespeare", "test", data_dir)
 
 
-@pytest.fixture
-def offline(monkeypatch):
-    """The hub does not answer (whatever the machine's network)."""
-    monkeypatch.setattr(text, "hub_reachable", lambda timeout=3.0: False)
-
-
 def _tiny_model(vocab: int, seed: int = 0) -> GPT2LMHeadModel:
     torch.manual_seed(seed)
     return gpt.build_gpt(gpt.hf_config(TINY, vocab))
