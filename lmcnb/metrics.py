@@ -48,6 +48,20 @@ def relative_ppl_instability(losses: np.ndarray) -> float:
     return float((ppl.max() - 0.5 * (ppl[0] + ppl[-1])) / ppl.max())
 
 
+def seed_relative_ppl_instability(losses: np.ndarray) -> float:
+    """R as seed 001's code computed it: |max PPL − ½(PPL₀ + PPL₉)| / max PPL, PPL = exp(loss).
+
+    `losses` is its 11-point curve, α = 0, 0.1, …, 1 accumulated as floats (so the points are
+    0.30000000000000004, …, 0.9999999999999999: a difference under 2e-16). The max runs over all
+    11 points, but the flaw: the "end" of the mean is point 9, α = 0.9, not α = 1. The absolute
+    value changes nothing, as the max is at least PPL₀ and PPL₉. Use `relative_ppl_instability`.
+    """
+    ppl = np.exp(np.asarray(losses, float))
+    if ppl.shape != (11,):
+        raise ValueError(f"the seed's curve has 11 points (α = 0, 0.1, …, 1), got {ppl.shape}")
+    return float(abs(ppl.max() - 0.5 * (ppl[0] + ppl[9])) / ppl.max())
+
+
 def midpoint(alphas: np.ndarray, values: np.ndarray) -> float:
     """Adilova et al.: value(½) − ½[value(0) + value(1)] (α = ½ must be on the grid)."""
     alphas, values = np.asarray(alphas, float), np.asarray(values, float)

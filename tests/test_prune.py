@@ -1,0 +1,363 @@
+"""Masks and pruning (lmcnb.prune) and the trainer hooks they run as (lmcnb.train): PLATON's
+schedule and score update against hand computations, exact final density, Q/K/V selected, masked
+weights exactly zero under AdamW, bit-identical resumption, random masks, masked interpolation."""
+import itertools
+from types import SimpleNamespace
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from lmcnb import vit
+from lmcnb.augment import vit_augment
+from lmcnb.checkpoint import load_state, save_state
+from lmcnb.data import TensorData
+from lmcnb.interpolate import Interpolator, interpolate_state
+from lmcnb.prune import (
+    CubicSchedule,
+    MaskHook,
+    Platon,
+    apply_mask,
+    density,
+    final_mask,
+    prunable,
+    random_mask,
+    tensor_densities,
+)
+from lmcnb.rng import RngStreams, Seeds
+from lmcnb.train import TrainConfig, Trainer
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+TOY = vit.ViTShape(8, 4, 16, 2, 2, 32, dropout=0.1)  # 8×8 images, 5 tokens, dropout on
+SELECTED = 2 * (4 * (16 * 16 + 16) + (16 * 32 + 32) + (32 * 16 + 16))  # Q, K, V, O, MLP in/out
+
+
+def _data(n=64, seed=0) -> TensorData:
+    g = torch.Generator().manual_seed(seed)
+    return TensorData(torch.randn(n, 3, 8, 8, generator=g), torch.randint(0, 10, (n,), generator=g))
+
+
+SEEDS = Seeds(1, 2, 3, 4)
+
+
+def _trainer(cfg: TrainConfig, hooks=(), seeds=SEEDS, start=None) -> Trainer:
+    streams = RngStreams(seeds)
+    with streams.active("init"):
+        model = vit.build_vit(vit.vit_config(TOY, 10))
+    if start is not None:
+        model.load_state_dict(start)
+    return Trainer(model, cfg, _data(), streams, augment=vit_augment((0.5,) * 3, (0.25,) * 3),
+                   hooks=hooks)
+
+
+def _assert_same(a, b, where="state"):
+    """Bit-equality of nested states."""
+    if isinstance(a, torch.Tensor):
+        assert a.dtype == b.dtype and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert list(a) == list(b), where
+        for k in a:
+            _assert_same(a[k], b[k], f"{where}/{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same(x, y, f"{where}/{i}")
+    else:
+        assert a == b, where
+
+
+# -- the schedule and the score ----------------------------------------------------------------
+def test_cubic_schedule_matches_the_formula_at_chosen_steps():
+    s = CubicSchedule(total_steps=100, final_density=0.2, initial_warmup=10, final_warmup=20,
+                      delta_t=5)
+    span = 100 - 10 - 20
+    for t in (1, 5, 10):  # warm-up: everything kept, no pruning
+        assert s.kept(t) == 1.0 and not s.prunes_at(t)
+    for t in (11, 15, 33, 50, 79, 80):  # cubic decay, pruning every deltaT steps
+        assert s.kept(t) == pytest.approx(0.2 + 0.8 * (1 - (t - 10) / span) ** 3)
+        assert s.prunes_at(t) == (t % 5 == 0)
+    assert s.kept(11) == pytest.approx(0.2 + 0.8 * (69 / 70) ** 3)
+    assert s.kept(80) == pytest.approx(0.2)
+    for t in (81, 82, 99, 100):  # final phase: the target density, pruning at every step
+        assert s.kept(t) == 0.2 and s.prunes_at(t)
+    kept = [s.kept(t) for t in range(1, 101)]
+    assert all(a >= b for a, b in itertools.pairwise(kept))
+    with pytest.raises(ValueError, match="cubic decay"):
+        CubicSchedule(total_steps=30, final_density=0.2, initial_warmup=10, final_warmup=20)
+    with pytest.raises(ValueError, match="final_density"):
+        CubicSchedule(total_steps=30, final_density=0.0)
+
+
+class _TwoTensors(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(2, 1, bias=False), nn.Linear(2, 1, bias=False)
+
+
+def test_platon_score_update_matches_a_hand_computation_over_two_windows():
+    """deltaT = 2, β1 = 1/2, β2 = 3/4 (binary fractions: exact). Tensor b has 10× a's weights,
+    so 10× its importances and 100× its scores: the global threshold prunes both entries of a,
+    where a per-tensor threshold would prune one entry of each."""
+    model = _TwoTensors()
+    theta = [(1.0, -2.0), (2.0, 1.0), (1.0, 1.0), (0.5, 2.0)]  # after optimizer steps 1..4
+    grad = [(0.5, 0.25), (-1.0, 1.0), (4.0, -3.0), (2.0, 2.0)]
+    schedule = CubicSchedule(total_steps=8, final_density=0.5, initial_warmup=3, final_warmup=4,
+                             delta_t=2)  # prunes first at step 4, to r = 0.5
+    hook = Platon(schedule, beta1=0.5, beta2=0.75, include=("weight",))
+    for step, (w, g) in enumerate(zip(theta, grad), start=1):
+        for p, scale in ((model.a.weight, 1.0), (model.b.weight, 10.0)):
+            p.data = torch.tensor([w]) * scale
+            p.grad = torch.tensor([g])
+        hook(SimpleNamespace(model=model, progress=SimpleNamespace(step=step)))
+        if step == 2:  # window 1 = steps 0 (I = 0) and 1; folded, then step 2 opens window 2
+            i1 = [abs(w * g) for w, g in zip(theta[0], grad[0])]  # (0.5, 0.5)
+            mean = [(0 + x) / 2 for x in i1]
+            ipt = [0.5 * 0 + 0.5 * m for m in mean]
+            unc = [0.75 * 0 + 0.25 * abs(m - i) for m, i in zip(mean, ipt)]
+            assert hook.ipt["a.weight"].tolist() == [ipt] and hook.unc["a.weight"].tolist() == [unc]
+            assert hook.window["a.weight"].tolist() == [[2.0, 1.0]]  # I at step 2
+    # Window 2 = steps 2 and 3, folded at step 4.
+    i2, i3 = ([abs(w * g) for w, g in zip(theta[k], grad[k])] for k in (1, 2))
+    mean = [(x + y) / 2 for x, y in zip(i2, i3)]  # (3, 2)
+    ipt2 = [0.5 * i + 0.5 * m for i, m in zip(ipt, mean)]
+    unc2 = [0.75 * u + 0.25 * abs(m - i) for u, m, i in zip(unc, mean, ipt2)]
+    assert hook.ipt["a.weight"].tolist() == [ipt2] == [[1.5625, 1.0625]]
+    assert hook.unc["a.weight"].tolist() == [unc2] == [[0.3828125, 0.2578125]]
+    assert hook.ipt["b.weight"].tolist() == [[10 * x for x in ipt2]]
+    scores = hook.scores(dict(model.named_parameters()))
+    assert scores["a.weight"].tolist() == [[i * u for i, u in zip(ipt2, unc2)]]
+    # Pruning at step 4: the two lowest of four scores, both in a.
+    assert model.a.weight.tolist() == [[0.0, 0.0]] and model.b.weight.tolist() == [[5.0, 20.0]]
+    assert hook.history == [{"step": 4, "kept": 0.5, "threshold": float(scores["a.weight"].max())}]
+    # β2 = 1: the score is Ī alone, and no uncertainty is kept.
+    plain = Platon(schedule, beta1=0.5, beta2=1.0, include=("weight",))
+    for step, (w, g) in enumerate(zip(theta[:2], grad[:2]), start=1):
+        model.a.weight.data, model.a.weight.grad = torch.tensor([w]), torch.tensor([g])
+        model.b.weight.data, model.b.weight.grad = torch.tensor([w]), torch.tensor([g])
+        plain(SimpleNamespace(model=model, progress=SimpleNamespace(step=step)))
+    assert plain.unc == {}
+    assert plain.scores({"a.weight": model.a.weight})["a.weight"].tolist() == [ipt]
+
+
+@pytest.mark.parametrize("kept", [0.5, 0.9, 1e-4])  # 0.5: the threshold falls among the ties
+def test_one_global_threshold_zeroes_exactly_the_lowest_scores_ties_included(kept):
+    """Magnitude scores over 40 orders of magnitude, with exact zeros and 5,000 ties."""
+    g = torch.Generator().manual_seed(0)
+    values = torch.cat([10.0 ** (40 * torch.rand(30_000, generator=g) - 20), torch.zeros(2_000),
+                        torch.full((5_000,), 0.5), -torch.rand(3_000, generator=g)])
+    values = values[torch.randperm(len(values), generator=g)]
+    model = _TwoTensors()
+    model.a.weight.data = values[None, :15_000].clone()  # pruning writes in place
+    model.b.weight.data = values[None, 15_000:].clone()
+    hook = Platon(CubicSchedule(total_steps=3, final_density=kept, final_warmup=2),
+                  include=("weight",), score="magnitude")
+    hook(SimpleNamespace(model=model, progress=SimpleNamespace(step=2)))  # final phase: prunes
+    after = torch.cat([model.a.weight.flatten(), model.b.weight.flatten()])
+    n_prune = round(len(values) * (1 - kept))
+    order = values.abs().sort().values
+    assert hook.history[0]["threshold"] == float(order[n_prune - 1])
+    pruned = (after == 0) & (values != 0)
+    assert int((after != 0).sum()) == len(values) - n_prune  # exactly, whatever the ties
+    assert values[pruned].abs().max() <= values[after != 0].abs().min()
+
+
+def test_hooks_see_the_steps_clipped_gradients_and_updated_weights():
+    """SGD with lr 1, no momentum, clipping at 0.01: a hook sees gradients of norm 0.01 and the
+    weights after the update (previous weights − gradient); its step count starts at 1."""
+    seen = []
+
+    def record(trainer):
+        p = trainer.model.classifier.weight
+        grads = torch.cat([q.grad.flatten() for q in trainer.model.parameters()])
+        seen.append((trainer.progress.step, p.grad.clone(), p.detach().clone(),
+                     torch.linalg.vector_norm(grads)))
+
+    cfg = TrainConfig(batch_size=16, max_steps=3, optimizer="sgd", lr=1.0, momentum=0.0,
+                      grad_clip=0.01)
+    t = _trainer(cfg, hooks=[record])
+    before = t.model.classifier.weight.detach().clone()
+    t.run(3)
+    assert [s for s, *_ in seen] == [1, 2, 3]
+    for _, grad, weight, norm in seen:
+        assert norm == pytest.approx(0.01, rel=1e-4)
+        assert torch.allclose(weight, before - grad, atol=1e-7, rtol=0)
+        before = weight
+    assert t.model.classifier.weight.grad is None  # cleared after the hooks
+
+
+# -- which tensors -----------------------------------------------------------------------------
+def test_vit_selection_holds_qkv_and_every_encoder_matrix_and_nothing_else(tmp_path):
+    torch.manual_seed(0)
+    model = vit.build_vit(vit.vit_config(TOY, 10))
+    selected = prunable(model)
+    qkv = [n for n, _ in model.named_parameters()
+           if any(s in n for s in ("query", "key", "value", "q_proj", "k_proj", "v_proj"))]
+    assert len(qkv) == 2 * 3 * 2 and set(qkv) <= set(selected)  # 2 layers, Q/K/V, weight and bias
+    linears = [m for name, m in model.named_modules()
+               if isinstance(m, nn.Linear) and "classifier" not in name]
+    assert sum(p.numel() for p in selected.values()) == sum(p.numel() for m in linears
+                                                            for p in m.parameters()) == SELECTED
+    never = ("embeddings", "layernorm", "classifier")
+    assert not [n for n in selected if any(s in n for s in never)]
+    # The same selection on a checkpoint saved by save_pretrained (transformers 4.x names there).
+    vit.save_pretrained(model, tmp_path)
+    on_disk = prunable(load_file(tmp_path / "model.safetensors"))
+    assert sum(t.numel() for t in on_disk.values()) == SELECTED
+    assert len([n for n in on_disk if "query" in n or "q_proj" in n]) == 4
+    with pytest.raises(ValueError, match="no tensor name"):
+        prunable(model, include=("attention.self",))  # BERT's Q/K/V name: absent from a ViT
+
+
+# -- PLATON and magnitude pruning in training ---------------------------------------------------
+@pytest.mark.parametrize("score", ["platon", "magnitude"])
+def test_pruning_reaches_the_exact_final_density_over_the_selected_tensors(score):
+    schedule = CubicSchedule(total_steps=40, final_density=0.2, initial_warmup=4, final_warmup=10,
+                             delta_t=5)
+    hook = Platon(schedule, score=score)
+    t = _trainer(TrainConfig(batch_size=16, max_steps=40, optimizer="adamw", lr=1e-2), hooks=[hook])
+    densities = {}
+    t.run(40, on_step=lambda tr: densities.setdefault(tr.progress.step,
+                                                      density(prunable(tr.model))))
+    kept = SELECTED - round(SELECTED * 0.8)
+    assert density(prunable(t.model)) == kept / SELECTED == pytest.approx(0.2, abs=1e-3)
+    assert [row["step"] for row in hook.history] == [5, 10, 15, 20, 25, 30] + list(range(31, 41))
+    middle = [schedule.kept(s) for s in (5, 10, 15, 20, 25, 30)]
+    assert [row["kept"] for row in hook.history] == middle + [0.2] * 10
+    assert densities[4] == 1.0 and densities[5] == pytest.approx(schedule.kept(5), abs=1 / SELECTED)
+    assert densities[6] > densities[5]  # no mask: the optimizer moves zeroed weights again
+    per_tensor = tensor_densities(prunable(t.model))
+    assert min(per_tensor.values()) < 0.2 < max(per_tensor.values())  # one global threshold
+    others = {n: p for n, p in t.model.named_parameters() if n not in prunable(t.model)}
+    assert density(others) > 0.99
+
+
+def test_platon_refuses_to_prune_before_its_first_window_closes():
+    schedule = CubicSchedule(total_steps=12, final_density=0.5, final_warmup=10, delta_t=5)
+    t = _trainer(TrainConfig(batch_size=16, max_steps=12), hooks=[Platon(schedule)])
+    t.step(), t.step()
+    with pytest.raises(RuntimeError, match="first window"):
+        t.step()  # step 3 is in the final phase, which prunes at every step
+
+
+def test_killed_pruning_run_resumes_bit_identically(tmp_path):
+    """Killed at step 13 (inside a window, mid-schedule), saved with save_state, resumed in a new
+    trainer with a new hook: every tensor of the final state equals the uninterrupted run's."""
+    schedule = CubicSchedule(total_steps=30, final_density=0.3, initial_warmup=3, final_warmup=8,
+                             delta_t=5)
+    cfg = TrainConfig(batch_size=8, max_steps=30, optimizer="adamw", lr=1e-2, weight_decay=0.1,
+                      grad_clip=1.0, augment=True)
+    straight = _trainer(cfg, hooks=[Platon(schedule)])
+    straight.run(30)
+
+    killed = _trainer(cfg, hooks=[Platon(schedule)])
+    killed.run(13)
+    save_state(tmp_path / "ckpt.safetensors", killed.state_dict())
+    del killed
+    state = load_state(tmp_path / "ckpt.safetensors")
+    assert state["hooks"][0]["step"] == 13 and state["hooks"][0]["history"][-1]["step"] == 10
+    resumed = _trainer(cfg, hooks=[Platon(schedule)], seeds=Seeds(9, 9, 9, 9))
+    resumed.load_state_dict(state)
+    resumed.run(30)
+    _assert_same(resumed.state_dict(), straight.state_dict())
+    # The check can fail: resumed without PLATON's windows and averages, the run ends elsewhere.
+    state["hooks"] = [None]
+    amnesic = _trainer(cfg, hooks=[Platon(schedule)])
+    amnesic.load_state_dict(state)
+    amnesic.run(30)
+    assert not torch.equal(amnesic.model.classifier.weight, straight.model.classifier.weight)
+    with pytest.raises(RuntimeError, match="last saw step 30"):  # a used hook on a fresh trainer
+        _trainer(cfg, hooks=straight.hooks).step()
+
+
+def test_a_spawned_child_keeps_its_own_hook_state():
+    schedule = CubicSchedule(total_steps=30, final_density=0.3, initial_warmup=3, delta_t=5)
+    parent = _trainer(TrainConfig(batch_size=16, max_steps=30), hooks=[Platon(schedule)])
+    parent.run(12)
+    child = _trainer(TrainConfig(batch_size=16, max_steps=30), hooks=[Platon(schedule)])
+    child.load_state_dict(parent.state_dict(), rng=False)
+    assert child.hooks[0].ipt == {} and child.hooks[0].history == []
+    with pytest.raises(ValueError, match="hook states"):
+        _trainer(TrainConfig(batch_size=16, max_steps=30)).load_state_dict(parent.state_dict())
+
+
+# -- masks -------------------------------------------------------------------------------------
+def _mask(model, fraction=0.3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {n: torch.rand(p.shape, generator=g) < fraction for n, p in prunable(model).items()}
+
+
+def test_masked_weights_are_exactly_zero_after_every_adamw_step(tmp_path):
+    cfg = TrainConfig(batch_size=16, max_steps=10, optimizer="adamw", lr=1e-2, weight_decay=0.1)
+    off = []
+
+    def check(trainer):
+        params = dict(trainer.model.named_parameters())
+        off.append([params[n].detach()[~m] for n, m in mask.items()])
+
+    ticket_model = _trainer(cfg).model
+    mask = _mask(ticket_model)
+    ticket = apply_mask(ticket_model.state_dict(), mask)
+    t = _trainer(cfg, hooks=[MaskHook(mask), check], start=ticket)
+    t.run(5)
+    save_state(tmp_path / "masked.safetensors", t.state_dict())  # the mask is the hook's state
+    t = _trainer(cfg, hooks=[MaskHook({}), check])
+    t.load_state_dict(load_state(tmp_path / "masked.safetensors"))
+    assert all(torch.equal(t.hooks[0].mask[n], m) for n, m in mask.items())
+    t.run(10)
+    assert len(off) == 10
+    for step in off:  # +0.0 exactly (no -0.0): the bits are all zero
+        assert all(not v.view(torch.int32).any() for v in step)
+    assert density(prunable(t.model)) == pytest.approx(density(mask), abs=1e-12)
+    assert not torch.equal(t.model.classifier.weight, ticket["classifier.weight"])
+    # The check can fail: without the hook, AdamW moves the pruned weights off zero at once.
+    off.clear()
+    _trainer(cfg, hooks=[check], start=ticket).step()
+    assert any(bool((v != 0).any()) for v in off[0])
+
+
+def test_final_mask_random_mask_and_the_lottery_ticket():
+    model = _trainer(TrainConfig(batch_size=16)).model
+    mask = _mask(model, 0.25)
+    # The ticket m ⊙ W_k: W_k on the mask, zero off it, untouched elsewhere.
+    w_k = {n: p + 1.0 for n, p in model.state_dict().items()}  # no zeros in W_k
+    ticket = apply_mask(w_k, mask)
+    assert final_mask(ticket).keys() == mask.keys()
+    assert all(torch.equal(final_mask(ticket)[n], m) for n, m in mask.items())
+    for n, w in w_k.items():
+        expected = torch.where(mask[n], w, torch.zeros_like(w)) if n in mask else w
+        assert torch.equal(ticket[n], expected), n
+    with pytest.raises(TypeError, match="bool"):
+        apply_mask(w_k, {n: m.float() for n, m in mask.items()})
+    # A random mask: the same number kept in every tensor, elsewhere; reproducible by generator.
+    rand = random_mask(mask, torch.Generator().manual_seed(1))
+    assert {n: int(m.sum()) for n, m in rand.items()} == {n: int(m.sum()) for n, m in mask.items()}
+    assert tensor_densities(rand) == tensor_densities(mask)
+    overlap = sum(int((rand[n] & mask[n]).sum()) for n in mask)
+    assert overlap < 0.5 * sum(int(m.sum()) for m in mask.values())  # about 25% of the kept
+    again = random_mask(mask, torch.Generator().manual_seed(1))
+    assert all(torch.equal(again[n], rand[n]) for n in mask)
+
+
+def test_the_interpolation_path_of_two_masked_children_stays_inside_the_mask():
+    cfg = TrainConfig(batch_size=16, max_steps=8, optimizer="adamw", lr=1e-2, weight_decay=0.1)
+    parent = _trainer(cfg).model
+    mask = _mask(parent, 0.2)
+    ticket = apply_mask(parent.state_dict(), mask)
+    children = []
+    for order in (5, 6):  # same initialization, different data order, augmentation and dropout
+        child = _trainer(cfg, hooks=[MaskHook(mask)], seeds=Seeds(1, order, order, order),
+                         start=ticket)
+        child.run(8)
+        children.append(child.model.state_dict())
+    a, b = children
+    assert not torch.equal(a["vit.layernorm.weight"], b["vit.layernorm.weight"])
+    model = _trainer(cfg).model
+    interp = Interpolator(model, a, b)
+    for alpha in (0.0, 0.25, 0.5, 0.75, 1.0):
+        path = interpolate_state(a, b, alpha)
+        params = dict(interp.set(alpha).named_parameters())
+        for n, m in mask.items():
+            assert (path[n][~m] == 0).all() and (params[n].detach()[~m] == 0).all(), (alpha, n)
+        assert density(prunable(path)) <= density(mask)
