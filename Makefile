@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 export LMCNB_DATA ?= $(CURDIR)/data
 export PYTHONUNBUFFERED := 1
 
-.PHONY: env book test smoke unit accept-data
+.PHONY: env book test smoke unit accepted
 
 $(VENV)/.ready: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,23 +20,26 @@ $(VENV)/.ready: requirements.txt pyproject.toml
 env: $(VENV)/.ready
 	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 
-# Accept a dataset whose files differ from the official checksums on purpose (their exact bytes
-# as they are now): make accept-data DATASET=cifar10 REASON="why"
-accept-data: env
-	$(BIN)/lmcnb data accept $(DATASET) --reason "$(REASON)"
+# Datasets whose files differ from the official checksums on purpose are accepted explicitly,
+# by their exact bytes as they are now: make test ACCEPT_DATA=cifar10 (the shared CIFAR-10 is
+# re-decoded from JPEG). Nothing is accepted unless named here.
+ACCEPT_DATA ?=
+ACCEPT_REASON ?= named in ACCEPT_DATA on the make command line
+accepted: env
+	@for name in $(ACCEPT_DATA); do $(BIN)/lmcnb data accept $$name --reason "$(ACCEPT_REASON)"; done
 
 # The book's JavaScript comes from npm (package.json); the browser check needs Debian's chromium.
 NPM_CHECK := command -v npm >/dev/null || (apt-get update && apt-get install -y npm)
 CHROMIUM_CHECK := command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 
 # Execute every chapter at the book profile (cached runs make a re-run quick), build _build/html.
-book: env
+book: env accepted
 	$(NPM_CHECK)
 	$(BIN)/python -m lmcnb.execute --profile book --out _build/executed --build
 
 # Unit tests, every chapter at the smoke profile checked by nbval, the book built from those
 # copies with warnings as errors, then the built pages in headless Chromium.
-test: env
+test: env accepted
 	$(NPM_CHECK)
 	$(CHROMIUM_CHECK)
 	$(BIN)/python -m pytest -q tests --ignore=tests/test_browser.py

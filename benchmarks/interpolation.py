@@ -38,10 +38,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import lmcnb  # noqa: E402  (sets the allocator options before torch allocates anything)
+import lmcnb  # noqa: E402, F401  (sets the allocator options before torch allocates anything)
+
+# isort: split
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from peak import matmul_peak  # noqa: E402  (benchmarks/peak.py, beside this script)
 from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
@@ -49,14 +52,14 @@ from lmcnb.data import load_vision  # noqa: E402
 from lmcnb.interpolate import alpha_grid, eval_subset, interpolation_curve  # noqa: E402
 from lmcnb.models import LeNet5  # noqa: E402
 from lmcnb.rng import RngStreams, Seeds  # noqa: E402
-from lmcnb.train import Trainer, TrainConfig  # noqa: E402
-from peak import matmul_peak  # noqa: E402  (benchmarks/peak.py, beside this script)
+from lmcnb.train import TrainConfig, Trainer  # noqa: E402
 
 TOLERANCE = 1e-5
 
 
 # -- FLOPs --------------------------------------------------------------------------------------
-def forward_flops_per_image(model: nn.Module, image_shape: tuple[int, ...]) -> tuple[int, list[str]]:
+def forward_flops_per_image(model: nn.Module,
+                            image_shape: tuple[int, ...]) -> tuple[int, list[str]]:
     """2·MACs of every Conv2d and Linear for one image, from the layer shapes (analytic count).
 
     Conv: out_channels·H_out·W_out·(in_channels/groups)·kH·kW MACs; Linear: in·out MACs.
@@ -72,13 +75,15 @@ def forward_flops_per_image(model: nn.Module, image_shape: tuple[int, ...]) -> t
             kh, kw = module.kernel_size
             c_in = module.in_channels // module.groups
             m = c_out * h * w * c_in * kh * kw
-            terms.append(f"conv {c_in}->{c_out} {kh}x{kw} @ {h}x{w}: {c_out}*{h}*{w}*{c_in}*{kh}*{kw} = {m:,}")
+            terms.append(f"conv {c_in}->{c_out} {kh}x{kw} @ {h}x{w}: "
+                         f"{c_out}*{h}*{w}*{c_in}*{kh}*{kw} = {m:,}")
         else:
             m = module.in_features * module.out_features
             terms.append(f"linear {module.in_features}->{module.out_features}: {m:,}")
         macs += m
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if isinstance(m, (nn.Conv2d, nn.Linear))]
     try:
         with torch.no_grad():
             model(torch.zeros(1, *image_shape))
@@ -89,7 +94,8 @@ def forward_flops_per_image(model: nn.Module, image_shape: tuple[int, ...]) -> t
 
 
 # -- the two models -------------------------------------------------------------------------
-def train_pair(steps: int, batch_size: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+def train_pair(steps: int,
+               batch_size: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """LeNet5s A and B: the same init, different data orders, `steps` Adam steps each."""
     train = load_vision("mnist", "train")
     states = []
@@ -97,23 +103,26 @@ def train_pair(steps: int, batch_size: int) -> tuple[dict[str, torch.Tensor], di
         streams = RngStreams(Seeds(init=0, data_order=order))
         with streams.active("init"):
             model = LeNet5()
-        trainer = Trainer(model, TrainConfig(batch_size=batch_size, max_steps=steps, eval_every=steps), train, streams)
+        trainer = Trainer(model,
+                          TrainConfig(batch_size=batch_size, max_steps=steps, eval_every=steps),
+                          train, streams)
         trainer.run(steps, desc=f"train {'AB'[order - 1]}")
         states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
     return states[0], states[1]
 
 
 # -- the two ways ---------------------------------------------------------------------------
-def seed_style_curve(template: nn.Module, state_a: dict[str, torch.Tensor], state_b: dict[str, torch.Tensor],
-                     x: torch.Tensor, y: torch.Tensor, alphas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def seed_style_curve(template: nn.Module, state_a: dict[str, torch.Tensor],
+                     state_b: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+                     alphas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The seed repositories' loop: deepcopy + load_state_dict + DataLoader(batch 256) per α."""
     losses, errors = [], []
     loader = DataLoader(TensorDataset(x, y), batch_size=256)
     for alpha in alphas:
         alpha = float(alpha)
         model = copy.deepcopy(template)
-        model.load_state_dict({k: (1 - alpha) * a + alpha * state_b[k] if a.is_floating_point() else a
-                               for k, a in state_a.items()})
+        model.load_state_dict({k: (1 - alpha) * a + alpha * state_b[k] if a.is_floating_point()
+                               else a for k, a in state_a.items()})
         model.eval()
         loss = err = 0.0
         n = 0
@@ -128,24 +137,31 @@ def seed_style_curve(template: nn.Module, state_a: dict[str, torch.Tensor], stat
     return np.array(losses), np.array(errors)
 
 
-def lmcnb_curve(model: nn.Module, state_a: dict[str, torch.Tensor], state_b: dict[str, torch.Tensor],
-                data, alphas: np.ndarray, batch_size: int, compile: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    frame, _ = interpolation_curve(model, state_a, state_b, {"test": data}, alphas, batch_size=batch_size,
-                                   progress=False, compile=compile)
+def lmcnb_curve(model: nn.Module, state_a: dict[str, torch.Tensor],
+                state_b: dict[str, torch.Tensor], data, alphas: np.ndarray, batch_size: int,
+                compile: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    frame, _ = interpolation_curve(model, state_a, state_b, {"test": data}, alphas,
+                                   batch_size=batch_size, progress=False, compile=compile)
     return frame["loss"].to_numpy(), frame["error"].to_numpy()
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n-alpha", type=int, default=25, help="α values on the curve (default 25)")
-    p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1), help="torch threads (default 2)")
-    p.add_argument("--repeats", type=int, default=3, help="timed repeats per way, after one warm-up (default 3)")
-    p.add_argument("--batch-size", type=int, default=1000, help="lmcnb's evaluation batch size (default 1000)")
-    p.add_argument("--train-steps", type=int, default=300, help="training steps for A and B (default 300)")
+    p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1),
+                   help="torch threads (default 2)")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="timed repeats per way, after one warm-up (default 3)")
+    p.add_argument("--batch-size", type=int, default=1000,
+                   help="lmcnb's evaluation batch size (default 1000)")
+    p.add_argument("--train-steps", type=int, default=300,
+                   help="training steps for A and B (default 300)")
     p.add_argument("--data-dir", default=None,
-                   help="data root (default: $LMCNB_DATA, else <repo>/../shared/data if present, else ./data)")
+                   help="data root (default: $LMCNB_DATA, else <repo>/../shared/data if present, "
+                        "else ./data)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
-                   help="also time lmcnb with interpolation_curve(compile=True) (default: on; compiling adds ~20-60 s)")
+                   help="also time lmcnb with interpolation_curve(compile=True) "
+                        "(default: on; compiling adds ~20-60 s)")
     args = p.parse_args(argv)
     if args.n_alpha < 2 or args.repeats < 1 or args.threads < 1:
         p.error("need --n-alpha >= 2, --repeats >= 1, --threads >= 1")
@@ -179,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         "lmcnb": lambda: lmcnb_curve(model, state_a, state_b, data, alphas, args.batch_size),
     }
     if args.compile:
-        ways["compiled"] = lambda: lmcnb_curve(cmodel, state_a, state_b, data, alphas, args.batch_size, compile=True)
+        ways["compiled"] = lambda: lmcnb_curve(cmodel, state_a, state_b, data, alphas,
+                                               args.batch_size, compile=True)
     results, times, first = {}, {name: [] for name in ways}, {}
     for name, fn in ways.items():  # warm-up (for "compiled": the compilation)
         t = time.perf_counter()
@@ -207,10 +224,12 @@ def main(argv: list[str] | None = None) -> int:
     diff_err = float(np.max(np.abs(seed_err - lm_err)))
 
     print(f"\ncurve: LeNet5, {n_images:,} MNIST test images, {len(alphas)} α; "
-          f"A error {lm_err[0]:.4f}, B error {lm_err[-1]:.4f}, max error on the path {lm_err.max():.4f}")
+          f"A error {lm_err[0]:.4f}, B error {lm_err[-1]:.4f}, "
+          f"max error on the path {lm_err.max():.4f}")
     print(f"times: best (median) of {args.repeats} interleaved repeats, after one warm-up each")
     print(f"  seed-style (deepcopy + DataLoader batch 256): {seed_best:8.3f} s  ({seed_med:.3f})")
-    print(f"  lmcnb interpolation_curve (batch {args.batch_size}):      {lm_best:8.3f} s  ({lm_med:.3f})")
+    print(f"  lmcnb interpolation_curve (batch {args.batch_size}):      "
+          f"{lm_best:8.3f} s  ({lm_med:.3f})")
     print(f"  lmcnb eval_subset, once per study:           {prep:8.3f} s")
     if args.compile:
         print(f"  lmcnb with compile=True:                     {c_best:8.3f} s  ({c_med:.3f}); "
@@ -219,26 +238,30 @@ def main(argv: list[str] | None = None) -> int:
           f"counting eval_subset too: {seed_best / (lm_best + prep):.2f}x")
     if args.compile:
         print(f"ratio seed-style / lmcnb compiled: {seed_best / c_best:.2f}x")
-    print(f"max |Δ| seed-style vs lmcnb: loss {diff_loss:.2e}, error {diff_err:.2e}  (target < {TOLERANCE:g})")
+    print(f"max |Δ| seed-style vs lmcnb: loss {diff_loss:.2e}, error {diff_err:.2e}  "
+          f"(target < {TOLERANCE:g})")
     if args.compile:
         print(f"max |Δ| seed-style vs compiled: loss {np.max(np.abs(seed_loss - c_loss)):.2e}, "
               f"error {np.max(np.abs(seed_err - c_err)):.2e}")
     print("LeNet5 forward FLOPs per image = 2 x MACs of convs and linears:")
     for term in terms:
         print(f"    {term}")
-    print(f"  = 2 x {flops_img // 2:,} = {flops_img:,} FLOP/image; x {n_images:,} images x {len(alphas)} α "
-          f"= {total_flops / 1e9:.1f} GFLOP per curve")
+    print(f"  = 2 x {flops_img // 2:,} = {flops_img:,} FLOP/image; "
+          f"x {n_images:,} images x {len(alphas)} α = {total_flops / 1e9:.1f} GFLOP per curve")
     achieved = total_flops / lm_best / 1e9
-    print(f"lmcnb achieved: {achieved:.1f} GFLOP/s; matmul peak (best 2048x2048 fp32, {args.threads} threads): "
+    print(f"lmcnb achieved: {achieved:.1f} GFLOP/s; "
+          f"matmul peak (best 2048x2048 fp32, {args.threads} threads): "
           f"{peak:.1f} GFLOP/s; fraction {achieved / peak:.1%}")
     if args.compile:
-        print(f"lmcnb compiled: {total_flops / c_best / 1e9:.1f} GFLOP/s; fraction {total_flops / c_best / 1e9 / peak:.1%}")
+        print(f"lmcnb compiled: {total_flops / c_best / 1e9:.1f} GFLOP/s; "
+              f"fraction {total_flops / c_best / 1e9 / peak:.1%}")
     print(f"seed-style achieved: {total_flops / seed_best / 1e9:.1f} GFLOP/s")
     print(f"load average at end {load_end[0]:.2f} {load_end[1]:.2f} {load_end[2]:.2f}")
 
     worst = max(diff_loss, diff_err)
     if args.compile:
-        worst = max(worst, float(np.max(np.abs(seed_loss - c_loss))), float(np.max(np.abs(seed_err - c_err))))
+        worst = max(worst, float(np.max(np.abs(seed_loss - c_loss))),
+                    float(np.max(np.abs(seed_err - c_err))))
     if worst > TOLERANCE:
         print(f"FAIL: the curves differ by more than {TOLERANCE:g}", file=sys.stderr)
         return 1

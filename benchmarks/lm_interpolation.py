@@ -23,13 +23,13 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
+from peak import matmul_peak  # benchmarks/peak.py, beside this script
 
 import lmcnb  # noqa: F401  (sets the allocator options)
 from lmcnb import gpt, text
 from lmcnb.interpolate import alpha_grid, interpolation_curve
 from lmcnb.rng import RngStreams, Seeds
 from lmcnb.train import Trainer
-from peak import matmul_peak  # benchmarks/peak.py, beside this script
 
 
 def seed_way(model, state_a, state_b, test, alphas) -> np.ndarray:
@@ -72,26 +72,31 @@ def step_seconds(config, data, batch_size: int, steps: int = 20) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     chars = [n for n, c in gpt.GPT_CONFIGS.items() if c.tokenizer == "char"]
     ap.add_argument("--model", default="CPUGPT", choices=chars)
     ap.add_argument("--n-alpha", type=int, default=30)
     ap.add_argument("--train-steps", type=int, default=100, help="steps each endpoint trains")
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 32],
-                    help="training steps timed at these batch sizes (the first trains the endpoints)")
-    ap.add_argument("--batch-tokens", type=int, default=32768, help="tokens per evaluation batch (lmcnb)")
+                    help="training steps timed at these batch sizes "
+                         "(the first trains the endpoints)")
+    ap.add_argument("--batch-tokens", type=int, default=32768,
+                    help="tokens per evaluation batch (lmcnb)")
     ap.add_argument("--data-dir", default=None)
     args = ap.parse_args()
 
-    train_text, test_text = (text.load_text("shakespeare", s, args.data_dir) for s in ("train", "test"))
+    train_text, test_text = (text.load_text("shakespeare", s, args.data_dir)
+                             for s in ("train", "test"))
     tok = text.CharTokenizer.fit(train_text)
     config = gpt.hf_config(gpt.gpt_config(args.model), len(tok))
     block = config.n_positions
     train = text.token_windows(text.encode(tok, train_text), block)
     test = text.token_windows(text.encode(tok, test_text), block)
     flops = gpt.count_flops(config)
-    print(f"{args.model}: {flops['matmul_params']:,} matmul weights, {flops['forward_per_token'] / 1e6:.3f} MFLOP "
-          f"forward per token; test split {len(test)} windows × {block} = {test.y.numel():,} tokens; "
+    print(f"{args.model}: {flops['matmul_params']:,} matmul weights, "
+          f"{flops['forward_per_token'] / 1e6:.3f} MFLOP forward per token; "
+          f"test split {len(test)} windows × {block} = {test.y.numel():,} tokens; "
           f"{torch.get_num_threads()} threads")
 
     print(f"load average at start: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
@@ -127,14 +132,16 @@ def main() -> None:
     for batch, step_s in steps:
         step_flops = flops["train_per_token"] * batch * block
         print(f"training step (batch {batch} × {block}): {step_s * 1e3:.1f} ms, "
-              f"{step_flops / step_s / 1e9:.1f} GFLOP/s = {step_flops / step_s / 1e9 / peak:.0%} of peak")
+              f"{step_flops / step_s / 1e9:.1f} GFLOP/s = "
+              f"{step_flops / step_s / 1e9 / peak:.0%} of peak")
     curve_flops = flops["forward_per_token"] * test.y.numel() * len(alphas)
     diff = np.abs(ours[["loss", "error"]].to_numpy() - seed_curve).max(axis=0)
     print(f"seed 000's way: {seed_s:7.1f} s  ({curve_flops / seed_s / 1e9:.1f} GFLOP/s)")
     print(f"lmcnb's way:    {ours_s:7.1f} s  ({curve_flops / ours_s / 1e9:.1f} GFLOP/s = "
           f"{curve_flops / ours_s / 1e9 / peak:.0%} of peak; {args.batch_tokens:,}-token batches)")
     print(f"speed-up: {seed_s / ours_s:.1f}x; max |Δ| loss {diff[0]:.2e}, error {diff[1]:.2e}")
-    print(f"curve: loss {ours.loss.iloc[0]:.4f} (α=0) … {ours.loss.max():.4f} (max) … {ours.loss.iloc[-1]:.4f} (α=1)")
+    print(f"curve: loss {ours.loss.iloc[0]:.4f} (α=0) … {ours.loss.max():.4f} (max) … "
+          f"{ours.loss.iloc[-1]:.4f} (α=1)")
     print(f"load average at end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 

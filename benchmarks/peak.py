@@ -7,7 +7,8 @@ import torch
 
 
 def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
-    """Best fp32 GFLOP/s of `repeats` n×n matrix products (after one warm-up), on torch's threads."""
+    """Best fp32 GFLOP/s of `repeats` n×n matrix products (after one warm-up), on torch's
+    threads."""
     a, b = torch.randn(n, n), torch.randn(n, n)
     out = torch.empty(n, n)
     torch.mm(a, b, out=out)

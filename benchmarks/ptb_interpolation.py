@@ -32,6 +32,7 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
+from peak import matmul_peak  # benchmarks/peak.py, beside this script
 
 import lmcnb  # noqa: F401  (sets the allocator options)
 from lmcnb.data import TensorData
@@ -42,7 +43,6 @@ from lmcnb.text import load_text
 from lmcnb.train import TrainConfig, Trainer
 from lmcnb.transformer_lm import TransformerLM, TransformerLMConfig, forward_flops_per_token
 from lmcnb.wordlm import batchify, load_ptb
-from peak import matmul_peak  # benchmarks/peak.py, beside this script
 
 TOLERANCE = 1e-5
 BPTT, STREAMS = 35, {"train": 16, "test": 10}

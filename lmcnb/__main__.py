@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 COMMANDS = {"sweep": "run a chapter notebook over a grid of parameters (lmcnb sweep --help)",
             "data": "verify datasets in place, or accept files that differ on purpose"}

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +18,22 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .files import atomic_write
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint file that cannot be read (truncated, corrupt, or not a checkpoint)."""
 
 
-def _flatten(obj: Any, prefix: str, tensors: dict[str, torch.Tensor], seen: dict | None = None) -> Any:
-    seen = {} if seen is None else seen  # (storage, offset, shape, stride, dtype) -> key, and storages
+def _flatten(obj: Any, prefix: str, tensors: dict[str, torch.Tensor],
+             seen: dict | None = None) -> Any:
+    # seen: (storage, offset, shape, stride, dtype) -> key, and storages
+    seen = {} if seen is None else seen
     if isinstance(obj, torch.Tensor):
         key = prefix or "."
         t = obj.detach().cpu().contiguous()
-        view = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)
+        view = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(),
+                t.dtype)
         if view in seen:  # the same tensor again (tied weights): stored once, referenced twice
             return {"__tensor__": seen[view]}
         if ("storage", view[0]) in seen:  # overlaps a stored tensor: safetensors needs its own copy
@@ -38,7 +42,8 @@ def _flatten(obj: Any, prefix: str, tensors: dict[str, torch.Tensor], seen: dict
         tensors[key] = t
         return {"__tensor__": key}
     if isinstance(obj, dict):
-        return {"__dict__": [[_key(k), _flatten(v, f"{prefix}/{k}", tensors, seen)] for k, v in obj.items()]}
+        return {"__dict__": [[_key(k), _flatten(v, f"{prefix}/{k}", tensors, seen)]
+                             for k, v in obj.items()]}
     if isinstance(obj, (list, tuple)):
         items = [_flatten(v, f"{prefix}/{i}", tensors, seen) for i, v in enumerate(obj)]
         return {"__tuple__": items} if isinstance(obj, tuple) else items
@@ -63,42 +68,6 @@ def _unflatten(tree: Any, tensors: dict[str, torch.Tensor]) -> Any:
     if isinstance(tree, list):
         return [_unflatten(v, tensors) for v in tree]
     return tree
-
-
-def _umask() -> int:
-    """This process's umask (read without changing it where /proc allows)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call `write(tmp_path)`, then rename the temp file onto `path` (same folder, atomic).
-
-    The file gets the mode an ordinary `open` would give it (0666 less the umask), so colleagues
-    sharing a runs folder can read it.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
@@ -135,8 +104,8 @@ def load_state(path: str | os.PathLike, device: str | torch.device = "cpu",
             meta = f.metadata() or {}
         tensors = load_file(str(path), device="cpu")
         if "digest" not in meta or tensor_digest(tensors) != meta["digest"]:
-            raise CheckpointError(f"checkpoint {path} fails its checksum: its tensors changed after "
-                                  "it was written (or it predates checksums)")
+            raise CheckpointError(f"checkpoint {path} fails its checksum: its tensors changed "
+                                  "after it was written (or it predates checksums)")
         stored = json.loads(meta.get("identity", "{}"))
         if identity is not None and any(stored.get(k) != v for k, v in identity.items()):
             raise CheckpointError(f"checkpoint {path} belongs to {stored or 'nothing recorded'}, "

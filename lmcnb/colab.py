@@ -23,7 +23,7 @@ if "google.colab" in sys.modules:
 import lmcnb.colab
 import lmcnb.params
 lmcnb.params.check_injected()  # papermill: a parameter this notebook does not declare is an error
-runs_dir = lmcnb.colab.setup(colab, drive_dir, runs_dir)"""
+runs_dir = lmcnb.colab.setup(colab, drive_dir, runs_dir)"""  # noqa: E501  (the notebooks' cell 2, verbatim)
 
 
 def setup(colab: bool, drive_dir: str | os.PathLike | None,
@@ -38,8 +38,8 @@ def setup(colab: bool, drive_dir: str | os.PathLike | None,
     try:
         from google.colab import drive
     except ImportError as exc:
-        raise RuntimeError("colab=True needs Google Colab (module google.colab); elsewhere use colab=False "
-                           "and runs_dir") from exc
+        raise RuntimeError("colab=True needs Google Colab (module google.colab); "
+                           "elsewhere use colab=False and runs_dir") from exc
     drive.mount(DRIVE_MOUNT)
     folder = Path(DRIVE_MOUNT, "MyDrive", drive_dir or DRIVE_RUNS)
     folder.mkdir(parents=True, exist_ok=True)

@@ -288,7 +288,8 @@ def _download(name: str, root: Path) -> None:
     archive.unlink()
 
 
-def require_vision(name: str, data_dir: str | os.PathLike | None = None, download: bool = True) -> Path:
+def require_vision(name: str, data_dir: str | os.PathLike | None = None,
+                   download: bool = True) -> Path:
     """The folder holding dataset ``name``'s files, downloading them if absent.
 
     Checks that the files exist and match their known checksums or an acceptance
@@ -401,9 +402,11 @@ def _tiny_imagenet(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray, tu
     wnids = tuple((folder / "wnids.txt").read_text().split())
     label = {w: i for i, w in enumerate(wnids)}
     if split == "train":
-        items = [(p, i) for i, w in enumerate(wnids) for p in sorted((folder / "train" / w / "images").glob("*.JPEG"))]
+        items = [(p, i) for i, w in enumerate(wnids)
+                 for p in sorted((folder / "train" / w / "images").glob("*.JPEG"))]
     else:
-        rows = (line.split("\t") for line in (folder / "val" / "val_annotations.txt").read_text().splitlines())
+        rows = (line.split("\t")
+                for line in (folder / "val" / "val_annotations.txt").read_text().splitlines())
         items = [(folder / "val" / "images" / r[0], label[r[1]]) for r in rows if r[0]]
     x = np.empty((len(items), 64, 64, 3), dtype=np.uint8)
     for k, (path, _) in enumerate(items):
@@ -421,12 +424,13 @@ def _tiny_imagenet(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray, tu
 _DECODERS = {"mnist": _mnist, "cifar10": _cifar10, "tiny_imagenet": _tiny_imagenet}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load(name: str, split: str, folder: Path) -> TensorData:
     x, y, classes = _DECODERS[name](folder, split)
     mean = torch.tensor(MEAN[name]).view(-1, 1, 1)
     std = torch.tensor(STD[name]).view(-1, 1, 1)
-    xt = torch.from_numpy(np.require(x, requirements=["C", "W"])).float().div_(255).sub_(mean).div_(std)
+    xt = (torch.from_numpy(np.require(x, requirements=["C", "W"]))
+          .float().div_(255).sub_(mean).div_(std))
     return TensorData(xt, torch.from_numpy(y.astype(np.int64)), classes)
 
 

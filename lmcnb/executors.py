@@ -22,9 +22,11 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 EXECUTOR_FORMS = ('"serial"', '"local"', '"local:N"', '"tcp://host:port"', "a scheduler-file path")
 
@@ -49,16 +51,29 @@ def thread_budget(concurrent: int, cores: int | None = None) -> int:
 
 @contextlib.contextmanager
 def threads(n: int | None) -> Iterator[None]:
-    """Compute with `n` intra-op threads inside the block (None: leave the setting alone)."""
-    import torch
+    """Compute with `n` intra-op threads inside the block (None: leave the setting alone).
 
-    saved = torch.get_num_threads()
-    if n is not None:
+    The budget is set in torch (if the task has imported it: a sweep point's worker never does)
+    and exported as `$LMCNB_THREADS` for the processes the task starts (a notebook's kernel).
+    """
+    if n is None:
+        yield
+        return
+    torch = sys.modules.get("torch")
+    saved = torch.get_num_threads() if torch else None
+    saved_env = os.environ.get("LMCNB_THREADS")
+    os.environ["LMCNB_THREADS"] = str(n)
+    if torch:
         torch.set_num_threads(n)
     try:
         yield
     finally:
-        torch.set_num_threads(saved)
+        if torch:
+            torch.set_num_threads(saved)
+        if saved_env is None:
+            os.environ.pop("LMCNB_THREADS", None)
+        else:
+            os.environ["LMCNB_THREADS"] = saved_env
 
 
 def call(fn: Callable[..., Any], n_threads: int | dict[str, int] | None, *args: Any) -> Any:
@@ -142,7 +157,8 @@ class Dask(Executor):
     def submit(self, fn: Callable[..., Any], *args: Any, key: str, retries: int = 0,
                budgets: dict[str, int] | None = None):
         """One future of `fn(*args)` under the thread budget (args may be futures)."""
-        return self.client.submit(call, fn, budgets if budgets is not None else self.budgets(), *args,
+        return self.client.submit(call, fn,
+                                  budgets if budgets is not None else self.budgets(), *args,
                                   key=key, pure=False, retries=retries,
                                   resources={"GPU": 1} if self.gpu else None)
 

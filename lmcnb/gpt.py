@@ -7,9 +7,10 @@ Every model is a `GPT2LMHeadModel`, so a checkpoint saved here loads with
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
@@ -60,8 +61,9 @@ def hf_config(cfg: GPTConfig, vocab_size: int) -> GPT2Config:
     """The `transformers` configuration of `cfg` for a vocabulary of `vocab_size` tokens."""
     return GPT2Config(vocab_size=vocab_size, n_positions=cfg.block_size, n_embd=cfg.n_embd,
                       n_layer=cfg.n_layer, n_head=cfg.n_head, resid_pdrop=cfg.dropout,
-                      embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout, activation_function=ACTIVATION,
-                      use_cache=False, bos_token_id=None, eos_token_id=None)
+                      embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout,
+                      activation_function=ACTIVATION, use_cache=False, bos_token_id=None,
+                      eos_token_id=None)
 
 
 def count_flops(config: GPT2Config, tokens_per_sequence: int | None = None) -> dict[str, float]:
@@ -76,7 +78,8 @@ def count_flops(config: GPT2Config, tokens_per_sequence: int | None = None) -> d
     T = tokens_per_sequence or config.n_positions
     matmul_params = 12 * L * d * d + d * V
     forward = 2 * matmul_params + 4 * L * T * d
-    return {"forward_per_token": forward, "train_per_token": 3 * forward, "matmul_params": matmul_params}
+    return {"forward_per_token": forward, "train_per_token": 3 * forward,
+            "matmul_params": matmul_params}
 
 
 def build_gpt(config: GPT2Config) -> GPT2LMHeadModel:
@@ -137,8 +140,8 @@ def pretrain(model: str, tokenizer, text: str, train: TrainConfig, runs_dir: str
 
 # -- text samples ----------------------------------------------------------------------------
 @torch.inference_mode()
-def sample(model: GPT2LMHeadModel, tokenizer: Tokenizer, prompt: str, max_new_tokens: int, seed: int,
-           temperature: float = 1.0) -> str:
+def sample(model: GPT2LMHeadModel, tokenizer: Tokenizer, prompt: str, max_new_tokens: int,
+           seed: int, temperature: float = 1.0) -> str:
     """Continue `prompt` by sampling; the same `seed` gives the same uniform draws for any model."""
     device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(seed)
@@ -155,8 +158,9 @@ def sample(model: GPT2LMHeadModel, tokenizer: Tokenizer, prompt: str, max_new_to
     return tokenizer.decode(ids[0, start:].tolist())
 
 
-def text_sample_view(tokenizer: Tokenizer, prompt: str, max_new_tokens: int, seed: int, width: int = 52,
-                     max_lines: int = 14, fontsize: float = 6.0) -> Callable[[GPT2LMHeadModel, float, Any], None]:
+def text_sample_view(tokenizer: Tokenizer, prompt: str, max_new_tokens: int, seed: int,
+                     width: int = 52, max_lines: int = 14,
+                     fontsize: float = 6.0) -> Callable[[GPT2LMHeadModel, float, Any], None]:
     """An α-slider view: θ(α)'s continuation of `prompt` (fixed sampling seed) as wrapped text."""
 
     def view(model: GPT2LMHeadModel, alpha: float, ax) -> None:
@@ -172,31 +176,35 @@ def text_sample_view(tokenizer: Tokenizer, prompt: str, max_new_tokens: int, see
 
 # -- chapter set-up ----------------------------------------------------------------------------
 def lm_train_config(*, batch_size: int, sim_batch_size: int, max_iters: int, warmup_steps: int,
-                    max_steps: int | None = None, lr: float, min_lr: float, weight_decay: float = 0.1,
-                    log_every: int = 50) -> TrainConfig:
+                    max_steps: int | None = None, lr: float, min_lr: float,
+                    weight_decay: float = 0.1, log_every: int = 50) -> TrainConfig:
     """The seed's recipe: AdamW β = (0.9, 0.95), warmup then cosine from `lr` to `min_lr`, clip 1.0,
     and `sim_batch_size / batch_size` accumulated micro-batches per optimizer step.
 
     `max_steps` (the end of the cosine) must equal `max_iters`: lmcnb's cosine spans the whole run.
     """
-    for name, value, minimum in (("batch_size", batch_size, 1), ("sim_batch_size", sim_batch_size, 1),
+    for name, value, minimum in (("batch_size", batch_size, 1),
+                                 ("sim_batch_size", sim_batch_size, 1),
                                  ("max_iters", max_iters, 1), ("warmup_steps", warmup_steps, 0),
                                  ("log_every", log_every, 1)):
         at_least(name, value, minimum)
     if sim_batch_size % batch_size:
-        raise ValueError(f"sim_batch_size ({sim_batch_size}) must be a multiple of batch_size ({batch_size})")
+        raise ValueError(f"sim_batch_size ({sim_batch_size}) must be a multiple of "
+                         f"batch_size ({batch_size})")
     if max_steps is not None and max_steps != max_iters:
         raise ValueError(f"max_steps ({max_steps}) must equal max_iters ({max_iters}): "
                          "the cosine decay spans the whole run")
-    return TrainConfig(batch_size=batch_size, max_steps=max_iters, optimizer="adamw", lr=lr, min_lr=min_lr,
-                       betas=(0.9, 0.95), weight_decay=weight_decay, schedule="cosine",
-                       warmup_steps=warmup_steps, grad_clip=1.0, accum_steps=sim_batch_size // batch_size,
+    return TrainConfig(batch_size=batch_size, max_steps=max_iters, optimizer="adamw", lr=lr,
+                       min_lr=min_lr, betas=(0.9, 0.95), weight_decay=weight_decay,
+                       schedule="cosine", warmup_steps=warmup_steps, grad_clip=1.0,
+                       accum_steps=sim_batch_size // batch_size,
                        eval_every=max(1, min(log_every, max_iters)))
 
 
 def _identity(config: GPT2Config, tokenizer: Tokenizer, pretrained: str | None, stride: int):
-    shape = {k: getattr(config, k) for k in ("n_layer", "n_head", "n_embd", "n_positions", "vocab_size",
-                                             "resid_pdrop", "embd_pdrop", "attn_pdrop", "activation_function")}
+    shape = {k: getattr(config, k)
+             for k in ("n_layer", "n_head", "n_embd", "n_positions", "vocab_size",
+                       "resid_pdrop", "embd_pdrop", "attn_pdrop", "activation_function")}
     args = [("gpt", tuple(sorted(shape.items()))), ("tokenizer", tokenizer_id(tokenizer)),
             ("stride", stride)]
     if pretrained is not None:
@@ -204,8 +212,9 @@ def _identity(config: GPT2Config, tokenizer: Tokenizer, pretrained: str | None, 
     return tuple(args)
 
 
-CONFIG_KEYS = ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "resid_pdrop", "embd_pdrop",
-               "attn_pdrop", "activation_function", "layer_norm_epsilon", "initializer_range")
+CONFIG_KEYS = ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "resid_pdrop",
+               "embd_pdrop", "attn_pdrop", "activation_function", "layer_norm_epsilon",
+               "initializer_range")
 
 
 def config_args(config: GPT2Config) -> dict[str, Any]:
@@ -216,8 +225,9 @@ def config_args(config: GPT2Config) -> dict[str, Any]:
 
 def lm_setup(chapter: str, model: str, config: GPT2Config, tokenizer: Ref, corpus: str,
              train: TrainConfig, runs_dir: str | Path, *, pretrained: str | None = None,
-             train_stride: int | None = None, eval_batch_tokens: int = 8192, chars: int | None = None,
-             data_dir: str | None = None, **setup_kwargs: Any) -> Setup:
+             train_stride: int | None = None, eval_batch_tokens: int = 8192,
+             chars: int | None = None, data_dir: str | None = None,
+             **setup_kwargs: Any) -> Setup:
     """A language-model `Setup`: token windows of both splits of `corpus` (their first `chars`
     characters if given) under `tokenizer`, and a GPT built from `config` (random init) or loaded
     from `pretrained` (k counts fine-tuning steps).
@@ -253,5 +263,6 @@ def config_table(vocab_sizes: dict[str, int]) -> list[dict[str, Any]]:
         config = hf_config(cfg, vocab_sizes[cfg.tokenizer])
         with torch.device("meta"):
             n = sum(p.numel() for p in build_gpt(config).parameters())
-        rows.append({"model_config": name, **asdict(cfg), "vocab_size": config.vocab_size, "parameters": n})
+        rows.append({"model_config": name, **asdict(cfg), "vocab_size": config.vocab_size,
+                     "parameters": n})
     return rows

@@ -6,7 +6,7 @@ Data is preloaded on the device, so an α costs only its forward passes.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -34,7 +34,8 @@ def interpolate_state(state_a: dict[str, torch.Tensor], state_b: dict[str, torch
 class Interpolator:
     """Writes θ(α) into `model` in place; `set(alpha)` costs one lerp per tensor."""
 
-    def __init__(self, model: nn.Module, state_a: dict[str, torch.Tensor], state_b: dict[str, torch.Tensor]):
+    def __init__(self, model: nn.Module, state_a: dict[str, torch.Tensor],
+                 state_b: dict[str, torch.Tensor]):
         if state_a.keys() != state_b.keys():
             raise ValueError("A and B have different state-dict keys: not the same architecture")
         self.model = model
@@ -46,8 +47,9 @@ class Interpolator:
                 if a.is_floating_point():
                     ends = [e.to(t.device, t.dtype) for e in (a, state_b[key])]
                     # A or B may be the model's own state dict: copy what `set` would overwrite.
-                    ends = [e.clone() if e.untyped_storage().data_ptr() == t.untyped_storage().data_ptr() else e
-                            for e in ends]
+                    ends = [e.clone()
+                            if e.untyped_storage().data_ptr() == t.untyped_storage().data_ptr()
+                            else e for e in ends]
                     self.pairs.append((t, *ends))
                 else:
                     t.copy_(a)
@@ -84,8 +86,9 @@ def has_batchnorm(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
-def interpolation_curve(model: nn.Module, state_a: dict[str, torch.Tensor], state_b: dict[str, torch.Tensor],
-                        splits: dict[str, TensorData], alphas: Sequence[float], *, batch_size: int = 1000,
+def interpolation_curve(model: nn.Module, state_a: dict[str, torch.Tensor],
+                        state_b: dict[str, torch.Tensor], splits: dict[str, TensorData],
+                        alphas: Sequence[float], *, batch_size: int = 1000,
                         bn_reset_data: TensorData | None = None, progress: bool = True,
                         compile: bool = False) -> tuple[pd.DataFrame, float]:
     """Loss and error at each α on each split, and the A/B prediction disagreement on "test".
@@ -93,7 +96,8 @@ def interpolation_curve(model: nn.Module, state_a: dict[str, torch.Tensor], stat
     `splits` hold data already on the model's device (see `eval_subset`). Returns a frame with
     columns split, alpha, loss, error, and the disagreement (nan without a "test" split).
     `compile=True` evaluates through `torch.compile(model)`: opt-in, as compiling costs tens of
-    seconds on CPU; it pays off only for long curves (a 25-α LeNet5 curve on 10,000 images: 1.8x faster).
+    seconds on CPU; it pays off only for long curves (a 25-α LeNet5 curve on 10,000 images:
+    1.8x faster).
     """
     from tqdm.auto import tqdm
 
@@ -110,12 +114,13 @@ def interpolation_curve(model: nn.Module, state_a: dict[str, torch.Tensor], stat
             if endpoint:
                 preds[float(alpha)] = out[2]
             rows.append({"split": split, "alpha": float(alpha), "loss": out[0], "error": out[1]})
-    disagreement = float((preds[0.0] != preds[1.0]).float().mean()) if len(preds) == 2 else float("nan")
+    disagreement = (float((preds[0.0] != preds[1.0]).float().mean()) if len(preds) == 2
+                    else float("nan"))
     return pd.DataFrame(rows), disagreement
 
 
-def eval_subset(data: TensorData, eval_iters: int | str, batch_size: int, device: torch.device | str,
-                seed: int = 0) -> TensorData:
+def eval_subset(data: TensorData, eval_iters: int | str, batch_size: int,
+                device: torch.device | str, seed: int = 0) -> TensorData:
     """The whole split (`"all"`) or a fixed random sample of `eval_iters` batches, on `device`.
 
     Image batches are stored channels-last, the faster layout for convolutions on CPU and GPU.
@@ -124,12 +129,14 @@ def eval_subset(data: TensorData, eval_iters: int | str, batch_size: int, device
         if not isinstance(eval_iters, int) or eval_iters < 1:
             raise ValueError(f"eval_iters must be 'all' or a positive int (got {eval_iters!r})")
         n = min(len(data), eval_iters * batch_size)
-        idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+        idx = torch.randperm(len(data),
+                             generator=torch.Generator().manual_seed(seed))[:n].sort().values
         data = TensorData(data.x[idx], data.y[idx], data.classes)
     data = data.to(device)
     if data.x.dim() == 4:
-        # Not `.contiguous(memory_format=...)`: with one channel (MNIST) NCHW strides already count as
-        # channels-last, it returns the NCHW tensor and convolutions stay on the slower NCHW path.
+        # Not `.contiguous(memory_format=...)`: with one channel (MNIST) NCHW strides already
+        # count as channels-last, it returns the NCHW tensor and convolutions stay on the slower
+        # NCHW path.
         x = torch.empty_like(data.x, memory_format=torch.channels_last).copy_(data.x)
         data = TensorData(x, data.y, data.classes)
     return data

@@ -6,7 +6,7 @@ One function per quantity; `barriers` gathers them for a curve, `aggregate` give
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -72,7 +72,8 @@ def midpoint(alphas: np.ndarray, values: np.ndarray) -> float:
 
 
 def barriers(alphas: Sequence[float], loss: Sequence[float], error: Sequence[float],
-             language_model: bool = False, threshold: float = STABLE_THRESHOLD) -> dict[str, float | bool]:
+             language_model: bool = False,
+             threshold: float = STABLE_THRESHOLD) -> dict[str, float | bool]:
     """All per-curve quantities; `stable` uses I_E for classifiers and R for language models."""
     a = np.asarray(alphas, float)
     loss_b, loss_at = barrier(a, loss)
@@ -92,7 +93,8 @@ def barriers(alphas: Sequence[float], loss: Sequence[float], error: Sequence[flo
     return out
 
 
-def l2_distance(state_a: dict[str, torch.Tensor], state_b: dict[str, torch.Tensor]) -> tuple[float, float]:
+def l2_distance(state_a: dict[str, torch.Tensor],
+                state_b: dict[str, torch.Tensor]) -> tuple[float, float]:
     """‖θ_A − θ_B‖₂ and ‖θ_A − θ_B‖₂ / ‖θ_A‖₂ over the floating-point tensors."""
     diff = norm_a = 0.0
     for key, a in state_a.items():

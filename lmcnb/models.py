@@ -49,7 +49,8 @@ class AlexNet(nn.Module):
     def __init__(self, num_classes: int = 200, dropout: float = 0.5):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, 64, 8, stride=4, padding=2), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(3, 64, 8, stride=4, padding=2),
+            nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(64, 128, 3, padding=1), nn.BatchNorm2d(128), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(128, 192, 3, padding=1), nn.ReLU(),
             nn.Conv2d(192, 192, 3, padding=1), nn.ReLU(),
@@ -68,7 +69,8 @@ CNN_MODELS = {"lenet5": LeNet5, "reduced_vgg": ReducedVGG, "alexnet": AlexNet}
 
 
 def build_model(name: str, num_classes: int) -> nn.Module:
-    """Instantiate a model by name (draws from torch's global RNG: run it inside the init stream)."""
+    """Instantiate a model by name (draws from torch's global RNG: run it inside the init
+    stream)."""
     if name not in CNN_MODELS:
         raise ValueError(f"unknown model {name!r}; valid: {', '.join(CNN_MODELS)}")
     return CNN_MODELS[name](num_classes=num_classes)

@@ -6,15 +6,17 @@ with a message that lists the valid values.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 PROFILES = ("smoke", "book", "paper")
 MACHINE_PARAMETERS = ("data_dir", "runs_dir", "device", "executor")  # not part of any profile
 
 
-def resolve(profiles: Mapping[str, Mapping[str, Any]], profile: str, **given: Any) -> SimpleNamespace:
+def resolve(profiles: Mapping[str, Mapping[str, Any]], profile: str,
+            **given: Any) -> SimpleNamespace:
     """The profile's values with every non-None entry of `given` on top."""
     if profile not in profiles:
         raise ValueError(f"unknown profile {profile!r}; valid: {', '.join(profiles)}")
@@ -71,7 +73,8 @@ def flag(name: str, value: Any) -> bool:
 
 
 def pretrained_source(name: str, value: Any) -> str:
-    """A hub id (`"gpt2"`, `"org/model"`) or a directory written by `save_pretrained` that exists."""
+    """A hub id (`"gpt2"`, `"org/model"`) or a directory written by `save_pretrained` that
+    exists."""
     if not isinstance(value, str) or not value:
         raise ValueError(f"{name} must be a hub id or a directory (got {value!r})")
     looks_like_path = value.startswith(("/", ".", "~")) or value.count("/") > 1
@@ -111,7 +114,8 @@ def check_injected(shell: Any = None) -> None:
     declared = assigned(cells[0])
     unknown = set().union(*(assigned(c) for c in injected)) - declared
     if unknown:
-        raise ValueError(f"unknown parameter(s) {sorted(unknown)}; valid: {', '.join(sorted(declared))}")
+        raise ValueError(f"unknown parameter(s) {sorted(unknown)}; "
+                         f"valid: {', '.join(sorted(declared))}")
 
 
 def runs_root(runs_dir: str | os.PathLike | None = None) -> Path:

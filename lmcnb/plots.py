@@ -11,7 +11,8 @@ SPLIT_STYLE = {"train": "--", "test": "-"}
 
 
 def plot_curves(curves: pd.DataFrame, title: str = "", bn_reset: bool = False) -> plt.Figure:
-    """Loss and error vs α for train and test, one line per spawn step, band = 95% CI of replicates."""
+    """Loss and error vs α for train and test, one line per spawn step, band = 95% CI of
+    replicates."""
     df = curves[curves.bn_reset.astype(bool) == bn_reset] if "bn_reset" in curves else curves
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.3), constrained_layout=True)
     steps = sorted(df.spawn_step.unique())
@@ -34,8 +35,9 @@ def plot_curves(curves: pd.DataFrame, title: str = "", bn_reset: bool = False) -
     return fig
 
 
-def plot_instability(summary: pd.DataFrame, column: str = "instability_error", k_star: int | None = None,
-                     threshold: float = STABLE_THRESHOLD, title: str = "") -> plt.Figure:
+def plot_instability(summary: pd.DataFrame, column: str = "instability_error",
+                     k_star: int | None = None, threshold: float = STABLE_THRESHOLD,
+                     title: str = "") -> plt.Figure:
     """Mean instability (±95% CI) vs spawn step on a log axis, with the threshold and k*."""
     fig, ax = plt.subplots(figsize=(5, 3.3), constrained_layout=True)
     for split, style in SPLIT_STYLE.items():
@@ -45,7 +47,8 @@ def plot_instability(summary: pd.DataFrame, column: str = "instability_error", k
         if sub.empty:
             continue
         x = sub.spawn_step.clip(lower=1)  # k = 0 drawn at 1 on the log axis
-        ax.errorbar(x, sub[column], yerr=sub[f"{column}_ci95"].fillna(0), fmt="o" + style, capsize=3, label=split)
+        ax.errorbar(x, sub[column], yerr=sub[f"{column}_ci95"].fillna(0), fmt="o" + style,
+                    capsize=3, label=split)
     ax.axhline(threshold, color="red", lw=1, ls=":", label=f"{threshold:.0%} threshold")
     if k_star is not None:
         ax.axvline(max(k_star, 1), color="gray", lw=1, ls="--", label=f"k* = {k_star}")

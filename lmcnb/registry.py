@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 KINDS = ("model", "data", "tokenizer", "augment")
 CACHED = ("data", "tokenizer")  # built once per process and data root

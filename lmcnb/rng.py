@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from typing import Iterator
 
 import torch
 
@@ -31,11 +31,11 @@ class Seeds:
     dropout: int = 0
 
     @classmethod
-    def from_base(cls, base: int, *tag: object) -> "Seeds":
+    def from_base(cls, base: int, *tag: object) -> Seeds:
         """Independent seeds for every stream, derived from a base seed and a tag."""
         return cls(**{s: derive_seed(base, *tag, s) for s in STREAMS})
 
-    def replace(self, **changes: int) -> "Seeds":
+    def replace(self, **changes: int) -> Seeds:
         return Seeds(**{**asdict(self), **changes})
 
 
@@ -81,7 +81,8 @@ class RngStreams:
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         for key, value in state.items():
-            value = value.cpu()  # generator states are CPU byte tensors, even if loaded onto a device
+            # generator states are CPU byte tensors, even if loaded onto a device
+            value = value.cpu()
             if key.endswith("@device"):
                 self.device_state[key.removesuffix("@device")] = value
             else:

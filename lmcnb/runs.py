@@ -15,18 +15,20 @@ import json
 import os
 import socket
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
 
-from .checkpoint import CheckpointError, atomic_write_text, load_state, save_state
+from .checkpoint import CheckpointError, load_state, save_state
 from .data import TensorData
+from .files import atomic_write_text
 from .registry import Ref, build
 from .rng import RngStreams, Seeds
-from .train import Hook, Trainer, TrainConfig
+from .train import Hook, TrainConfig, Trainer
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,7 @@ class Run:
     augment: Ref | Callable[[torch.Tensor], torch.Tensor] | None = None
     val_data: Ref | TensorData | None = None
     hooks: tuple[Hook, ...] = ()
-    parent: "Run | None" = None
+    parent: Run | None = None
     ckpt_every: int = 200
     data_dir: str | None = None
 
@@ -116,14 +118,16 @@ class Run:
         path = self.dir / "done.json"
         try:
             done = json.loads(path.read_text())
-            return done if isinstance(done, dict) and isinstance(done.get("final_step"), int) else None
+            return (done if isinstance(done, dict) and isinstance(done.get("final_step"), int)
+                    else None)
         except FileNotFoundError:
             return None
         except (ValueError, OSError):
             return None
 
     def saved_steps(self) -> list[int]:
-        return sorted(int(p.stem.split("-")[1]) for p in (self.dir / "ckpt").glob("step-*.safetensors"))
+        return sorted(int(p.stem.split("-")[1])
+                      for p in (self.dir / "ckpt").glob("step-*.safetensors"))
 
     # -- public -------------------------------------------------------------------------
     def final_step(self) -> int:
@@ -153,14 +157,16 @@ class Run:
     def ensure(self, steps: tuple[int, ...] | list[int]) -> None:
         """Make sure the run is finished and has checkpoints at every step in `steps`."""
         with folder_lock(self.dir):
-            atomic_write_text(self.dir / "spec.json", json.dumps(self.spec.identity(), indent=1, default=list))
+            atomic_write_text(self.dir / "spec.json",
+                              json.dumps(self.spec.identity(), indent=1, default=list))
             if self.done is None:
                 self._train(keep=set(steps), until=None)
             final = self.done["final_step"]
             missing = sorted(set(steps) - set(self.saved_steps()))
             beyond = [s for s in missing if s > final]
             if beyond:
-                raise ValueError(f"run {self.spec.run_id} ended at step {final}; it has no step {beyond}")
+                raise ValueError(f"run {self.spec.run_id} ended at step {final}; "
+                                 f"it has no step {beyond}")
             if missing:
                 self._train(keep=set(missing), until=max(missing))
 
@@ -181,8 +187,8 @@ class Run:
             model = build(self.build) if isinstance(self.build, Ref) else self.build()
         augment = build(self.augment, self.data_dir)
         hooks = [copy.deepcopy(h) for h in self.hooks]  # every trainer starts from fresh hook state
-        return Trainer(model, self.spec.train, data, streams, pick_device(self.device), augment, val,
-                       hooks)
+        return Trainer(model, self.spec.train, data, streams, pick_device(self.device), augment,
+                       val, hooks)
 
     def _identity(self, step: int) -> dict[str, Any]:
         return {"run": self.spec.run_id, "step": step}
@@ -206,8 +212,9 @@ class Run:
 
     def _event(self, event: str, **fields: Any) -> None:
         """Append a line to the run's `events.jsonl`: what was trained where, from which state."""
-        line = json.dumps({"time": round(time.time(), 3), "event": event, "host": socket.gethostname(),
-                           "pid": os.getpid(), "threads": torch.get_num_threads(), **fields})
+        line = json.dumps({"time": round(time.time(), 3), "event": event,
+                           "host": socket.gethostname(), "pid": os.getpid(),
+                           "threads": torch.get_num_threads(), **fields})
         with open(self.dir / "events.jsonl", "a") as fh:
             fh.write(line + "\n")
 
@@ -217,13 +224,15 @@ class Run:
             tmp.unlink()
         trainer = self._new_trainer()
         device = trainer.device
-        candidates = {s: self.ckpt_path(s) for s in self.saved_steps() if before is None or s <= before}
+        candidates = {s: self.ckpt_path(s) for s in self.saved_steps()
+                      if before is None or s <= before}
         last = self.dir / "last.safetensors"
         if last.exists():
             try:
                 state = self._load(last, device)
                 step = state["progress"]["step"]
-                if (before is None or step <= before) and (not candidates or step > max(candidates)):
+                if ((before is None or step <= before)
+                        and (not candidates or step > max(candidates))):
                     candidates[step] = last
             except CheckpointError as exc:
                 self._set_aside(last, exc)

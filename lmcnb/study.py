@@ -1,4 +1,5 @@
-"""Studies: spawn-at-k and the main-branch (k1, k2) grid, planned as task graphs, written as tidy tables.
+"""Studies: spawn-at-k and the main-branch (k1, k2) grid, planned as task graphs, written as tidy
+tables.
 
 A `Setup` describes one model on one dataset as plain data (registry references, the recipe,
 the evaluation). A study first plans its task graph — trunk runs, children that depend on their
@@ -14,16 +15,17 @@ import itertools
 import json
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 import torch
 
-from .checkpoint import atomic_write_text
 from .data import TensorData
 from .executors import Executor, Task, get_executor
+from .files import atomic_write_text
 from .interpolate import alpha_grid, eval_subset, has_batchnorm, interpolation_curve
 from .metrics import STABLE_THRESHOLD, aggregate, barriers, l2_distance, onset
 from .params import at_least, batches_or_all, flag, step_list
@@ -75,7 +77,8 @@ class Setup:
         object.__setattr__(self, "runs_dir", str(self.runs_dir))
         unknown = sorted(set(self.noise) - set(NOISE))
         if unknown or not self.noise:
-            raise ValueError(f"noise must name one or more of {', '.join(NOISE)} (got {self.noise!r})")
+            raise ValueError(f"noise must name one or more of {', '.join(NOISE)} "
+                             f"(got {self.noise!r})")
         alpha_grid(self.n_alpha)
         batches_or_all("eval_iters", self.eval_iters)
         at_least("eval_batch_size", self.eval_batch_size, 1)
@@ -89,7 +92,8 @@ class Setup:
     @property
     def data_fingerprint(self) -> str:
         val = self.load(self.val_data) if self.train.patience is not None else None
-        return _fingerprint(self.train_data, self.val_data if val is not None else None, self.data_dir)
+        return _fingerprint(self.train_data, self.val_data if val is not None else None,
+                            self.data_dir)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -123,8 +127,8 @@ class Setup:
         """A run spawned from `parent` at `step`, with its own seeds for the `noise` streams."""
         p = parent.spec
         seeds = p.seeds.replace(**{s: derive_seed(self.seed, *tag, s) for s in self.noise})
-        spec = RunSpec(p.model, p.dataset, replace(p.train, patience=None), seeds, p.model_args, p.data,
-                       parent=(p.run_id, step), stop_at=stop_at)
+        spec = RunSpec(p.model, p.dataset, replace(p.train, patience=None), seeds, p.model_args,
+                       p.data, parent=(p.run_id, step), stop_at=stop_at)
         return self.run(spec, parent)
 
     def folder(self, kind: str, spec: dict[str, Any]) -> Path:
@@ -134,7 +138,8 @@ class Setup:
                  "threshold": self.threshold, **spec}
         if self.noise != NOISE:
             ident["noise"] = list(self.noise)
-        digest = hashlib.sha256(json.dumps(ident, sort_keys=True, default=list).encode()).hexdigest()[:12]
+        digest = hashlib.sha256(
+            json.dumps(ident, sort_keys=True, default=list).encode()).hexdigest()[:12]
         folder = Path(self.runs_dir) / self.chapter / f"{self.model}-{kind}-{digest}"
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_text(folder / "study.json", json.dumps(ident, indent=1, default=list))
@@ -182,7 +187,8 @@ def compare(setup: Setup, a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]
         curves.append(curve)
         for split, c in curve.groupby("split", sort=False):
             rows.append({"bn_reset": reset, "split": split,
-                         **barriers(c.alpha, c.loss, c.error, setup.language_model, setup.threshold),
+                         **barriers(c.alpha, c.loss, c.error, setup.language_model,
+                                    setup.threshold),
                          "l2_distance": l2, "l2_relative": l2_rel, "disagreement": disagreement,
                          "error_a": float(c.error.iloc[0]), "error_b": float(c.error.iloc[-1]),
                          "loss_a": float(c.loss.iloc[0]), "loss_b": float(c.loss.iloc[-1])})
@@ -237,7 +243,8 @@ class Results:
             column = ("relative_ppl_instability" if "relative_ppl_instability" in self.barriers
                       else "instability_error")
         s = self.summary()
-        s = s[(s.split == split) & (~s.get("bn_reset", pd.Series(False, index=s.index)).astype(bool))]
+        s = s[(s.split == split)
+              & (~s.get("bn_reset", pd.Series(False, index=s.index)).astype(bool))]
         return onset(s.spawn_step.tolist(), s[column].tolist(), self.threshold)
 
 
@@ -288,8 +295,8 @@ class Plan:
     def compare(self, key: dict[str, Any], a: str, b: str, step_a: int | None = None,
                 step_b: int | None = None) -> None:
         name = f"compare-{self.folder.name}-" + "-".join(f"{k}{v}" for k, v in key.items())
-        self.pairs.append(self._add(name, _compare_task, self.setup, self.folder, key, step_a, step_b,
-                                    deps=(a, b)))
+        self.pairs.append(self._add(name, _compare_task, self.setup, self.folder, key, step_a,
+                                    step_b, deps=(a, b)))
 
     def execute(self, executor: str | Executor | None) -> Results:
         parts = get_executor(executor).run(list(self.tasks.values()), self.pairs)
@@ -326,7 +333,8 @@ def _record(results: Results) -> None:
 def spawn_children(setup: Setup, init: int, step: int, n_children: int) -> list[Run]:
     """The children of trunk `init` spawned at `step`, each trained to the trunk's final step."""
     trunk = setup.trunk(init)
-    return [_child_task(setup, step, None, ("spawn", init, step, c), trunk) for c in range(n_children)]
+    return [_child_task(setup, step, None, ("spawn", init, step, c), trunk)
+            for c in range(n_children)]
 
 
 def spawn_study(setup: Setup, spawn_steps: Sequence[int | str], n_children: int = 2,
@@ -342,7 +350,8 @@ def spawn_study(setup: Setup, spawn_steps: Sequence[int | str], n_children: int 
             for k in steps:
                 kids = [plan.child(trunk, k, None, "spawn", init, k, c) for c in range(n_children)]
                 for pair, (i, j) in enumerate(itertools.combinations(range(n_children), 2)):
-                    plan.compare({"spawn_step": k, "replicate": init, "pair": pair}, kids[i], kids[j])
+                    plan.compare({"spawn_step": k, "replicate": init, "pair": pair},
+                                 kids[i], kids[j])
 
     spec = {"spawn_steps": steps, "n_children": n_children, "n_inits": n_inits}
     return _study(setup, "spawn", spec, plan_pairs, executor)
@@ -363,7 +372,7 @@ def main_branch_study(setup: Setup, k1_steps: Sequence[int | str], k2_steps: Seq
             main = plan.trunk(init, sorted({s for k1, k2 in grid for s in (k1, k1 + k2)}))
             for k1, k2 in grid:
                 child = plan.child(main, k1, k1 + k2, "branch", init, k1, k2)
-                plan.compare({"spawn_step": k1, "k2": k2, "replicate": init, "pair": 0}, main, child,
-                             step_a=k1 + k2)
+                plan.compare({"spawn_step": k1, "k2": k2, "replicate": init, "pair": 0},
+                             main, child, step_a=k1 + k2)
 
     return _study(setup, "branch", {"grid": grid, "n_inits": n_inits}, plan_pairs, executor)

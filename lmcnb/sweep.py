@@ -27,8 +27,9 @@ import os
 import re
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 RESULTS_ENV = "LMCNB_RESULTS"  # where a chapter executed by a sweep writes its study tables
 
@@ -118,14 +119,14 @@ def run_point(notebook: str, params: dict[str, Any], folder: str, cwd: str,
     """Execute the notebook at `params` into `folder`. A notebook that raises is reported as
     failed (not an exception: it is not retried); a kernel that dies raises (retried)."""
     import papermill
-    import torch
     from papermill.exceptions import PapermillExecutionError
 
-    from .checkpoint import atomic_write_text
+    from .executors import thread_budget
+    from .files import atomic_write_text
 
     out = Path(folder)
     (out / "tables").mkdir(parents=True, exist_ok=True)
-    n = str(torch.get_num_threads())  # the task's thread budget (set by the executor)
+    n = str(thread_budget(1))  # the task's budget: $LMCNB_THREADS (set by the executor), else all
     os.environ.update({**env, RESULTS_ENV: str(out / "tables"), "OMP_NUM_THREADS": n,
                        "MKL_NUM_THREADS": n, "LMCNB_THREADS": n, "LMCNB_LIVE": "0"})
     start = time.time()
@@ -158,8 +159,8 @@ def sweep(notebook: str | os.PathLike, grid: Mapping[str, list],
     import pandas as pd
     from tqdm.auto import tqdm
 
-    from .checkpoint import atomic_write_text
     from .executors import Dask, get_executor
+    from .files import atomic_write_text
     from .params import runs_root
 
     notebook = Path(notebook).resolve()
@@ -193,7 +194,7 @@ def sweep(notebook: str | os.PathLike, grid: Mapping[str, list],
         bar.set_postfix(counts)
         bar.update(1)
 
-    for params, folder, cached in todo:
+    for _params, folder, cached in todo:
         if cached:
             finished(json.loads((folder / "done.json").read_text()), cached=True)
     pending = [(p, f) for p, f, c in todo if not c]
@@ -235,7 +236,7 @@ def _merge(out: Path, records: list[dict[str, Any]], by_id: dict[str, dict], nam
     """results.csv, curves.csv and failures.csv from the points' folders; returns the results."""
     import pandas as pd
 
-    from .checkpoint import atomic_write_text
+    from .files import atomic_write_text
     from .study import read_table
 
     tables: dict[str, list[pd.DataFrame]] = {"barriers": [], "curves": []}
@@ -257,11 +258,12 @@ def _merge(out: Path, records: list[dict[str, Any]], by_id: dict[str, dict], nam
                 for i, (n, v) in enumerate({"point": point, **grid_values}.items()):
                     df.insert(i, f"{n}_param" if n in df else n, v)  # e.g. model: "all"
                 tables[kind].append(df)
-    merged = {k: pd.concat(v, ignore_index=True) if v else pd.DataFrame() for k, v in tables.items()}
+    merged = {k: pd.concat(v, ignore_index=True) if v else pd.DataFrame()
+              for k, v in tables.items()}
     atomic_write_text(out / "results.csv", merged["barriers"].to_csv(index=False))
     atomic_write_text(out / "curves.csv", merged["curves"].to_csv(index=False))
-    atomic_write_text(out / "failures.csv",
-                      pd.DataFrame(failures, columns=["point", *names, "error"]).to_csv(index=False))
+    atomic_write_text(out / "failures.csv", pd.DataFrame(
+        failures, columns=["point", *names, "error"]).to_csv(index=False))
     return merged["barriers"]
 
 
@@ -275,7 +277,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
                     metavar=("NAME", "VALUE"), help="a fixed parameter (VALUE is YAML)")
     where = ap.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=int, help="local Dask cluster of N workers (default: cores)")
+    where.add_argument("--workers", type=int,
+                       help="local Dask cluster of N workers (default: cores)")
     where.add_argument("--scheduler", help="address of a running Dask scheduler (tcp://host:port)")
     where.add_argument("--scheduler-file", help="scheduler file of a running Dask scheduler")
     where.add_argument("--serial", action="store_true", help="no cluster: one point after another")

@@ -14,9 +14,10 @@ import hashlib
 import os
 import socket
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence, Union
+from typing import Any
 
 import torch
 from transformers import PreTrainedTokenizerFast
@@ -59,7 +60,8 @@ _SOURCES = {
 TEXT_SPLITS = {"shakespeare": ("train", "test"), "ptb": ("train", "valid", "test")}
 
 
-def require_text(name: str, data_dir: str | os.PathLike | None = None, download: bool = True) -> Path:
+def require_text(name: str, data_dir: str | os.PathLike | None = None,
+                 download: bool = True) -> Path:
     """The folder holding corpus `name`, downloading missing files (sha256-verified) if allowed.
 
     Files already in place are verified against their sha256 or an acceptance (:mod:`lmcnb.verify`;
@@ -100,14 +102,17 @@ def _missing(name: str, folder: Path, reason: str) -> DatasetMissing:
     files = "\n".join(f"  {f}  (sha256 {h})" for f, h in src.sha256.items())
     return DatasetMissing(
         f"text dataset {name!r} not found ({reason}).\nExpected these files in {folder}:\n{files}\n"
-        f"Download them from {src.url}\nOr point to another data folder with data_dir=... or $LMCNB_DATA.")
+        f"Download them from {src.url}\n"
+        "Or point to another data folder with data_dir=... or $LMCNB_DATA.")
 
 
-def load_text(name: str, split: str, data_dir: str | os.PathLike | None = None, download: bool = True) -> str:
+def load_text(name: str, split: str, data_dir: str | os.PathLike | None = None,
+              download: bool = True) -> str:
     """Split `split` of corpus `name` as one string."""
     folder = require_text(name, data_dir, download)
     if split not in TEXT_SPLITS[name]:
-        raise ValueError(f"unknown split {split!r} for {name!r}; valid: {', '.join(TEXT_SPLITS[name])}")
+        raise ValueError(f"unknown split {split!r} for {name!r}; "
+                         f"valid: {', '.join(TEXT_SPLITS[name])}")
     path = folder / _SOURCES[name].files["all" if name == "shakespeare" else split]
     try:
         text = path.read_text(encoding="utf-8")
@@ -128,7 +133,7 @@ class CharTokenizer:
     chars: str
 
     @classmethod
-    def fit(cls, text: str) -> "CharTokenizer":
+    def fit(cls, text: str) -> CharTokenizer:
         return cls("".join(sorted(set(text))))
 
     def __len__(self) -> int:
@@ -145,7 +150,7 @@ class CharTokenizer:
         return "".join(self.chars[i] for i in ids)
 
 
-Tokenizer = Union[CharTokenizer, PreTrainedTokenizerFast]
+Tokenizer = CharTokenizer | PreTrainedTokenizerFast
 
 
 def tokenizer_id(tok: Tokenizer) -> str:
@@ -189,14 +194,17 @@ def train_bpe(text: str, vocab_size: int) -> PreTrainedTokenizerFast:
     bpe = BPE(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2, special_tokens=[END_OF_TEXT],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2,
+                                  special_tokens=[END_OF_TEXT],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
     bpe.train_from_iterator(text.splitlines(keepends=True), trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token=END_OF_TEXT, bos_token=END_OF_TEXT,
-                                   model_max_length=int(1e9))
+    return PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token=END_OF_TEXT,
+                                   bos_token=END_OF_TEXT, model_max_length=int(1e9))
 
 
-def bpe_tokenizer(train_text: str, hub_id: str = "gpt2", vocab_size: int = 50257) -> PreTrainedTokenizerFast:
+def bpe_tokenizer(train_text: str, hub_id: str = "gpt2",
+                  vocab_size: int = 50257) -> PreTrainedTokenizerFast:
     """GPT-2's BPE by hub id; offline, a byte-level BPE of `vocab_size` trained on `train_text`.
 
     The fallback warns, and `tokenizer_id` tells the two apart, so runs never mix them up.
@@ -207,7 +215,8 @@ def bpe_tokenizer(train_text: str, hub_id: str = "gpt2", vocab_size: int = 50257
         return from_hub(AutoTokenizer, hub_id)
     except OSError as exc:
         warnings.warn(f"GPT-2 tokenizer {hub_id!r} is unavailable offline ({type(exc).__name__}); "
-                      f"training a byte-level BPE of up to {vocab_size} tokens on the training split instead",
+                      f"training a byte-level BPE of up to {vocab_size} tokens "
+                      "on the training split instead",
                       stacklevel=2)
         return train_bpe(train_text, vocab_size)
 
@@ -230,6 +239,7 @@ def token_windows(tokens: torch.Tensor, block_size: int, stride: int | None = No
         raise ValueError(f"block_size and stride must be >= 1 (got {block_size}, {stride})")
     n = (len(tokens) - 1 - block_size) // stride + 1
     if n < 1:
-        raise ValueError(f"{len(tokens)} tokens are too few for one window of {block_size} (+1 target)")
+        raise ValueError(f"{len(tokens)} tokens are too few for one window of {block_size} "
+                         "(+1 target)")
     idx = torch.arange(n)[:, None] * stride + torch.arange(block_size)
     return TensorData(tokens[idx], tokens[idx + 1])

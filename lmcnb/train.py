@@ -7,8 +7,9 @@ flattened targets.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -45,12 +46,14 @@ class TrainConfig:
     augment: bool = False
 
     def non_default(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) != f.default}
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if getattr(self, f.name) != f.default}
 
     def steps_per_epoch(self, n_examples: int) -> int:
         per_step = self.batch_size * self.accum_steps
         if n_examples < per_step:
-            raise ValueError(f"dataset of {n_examples} examples is smaller than one step ({per_step})")
+            raise ValueError(f"dataset of {n_examples} examples is smaller than one step "
+                             f"({per_step})")
         return n_examples // per_step
 
 
@@ -96,7 +99,8 @@ def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                               weight_decay=cfg.weight_decay)
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}; valid: adam, adamw, sgd")
 
 
@@ -157,11 +161,14 @@ class Trainer:
     """Owns a model, its optimizer, the RNG streams and the data sampler; steps them together."""
 
     def __init__(self, model: nn.Module, cfg: TrainConfig, data: TensorData, streams: RngStreams,
-                 device: torch.device | str = "cpu", augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 val_data: TensorData | None = None, hooks: Iterable[Hook] = (), eval_batch_size: int = 1000):
+                 device: torch.device | str = "cpu",
+                 augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 val_data: TensorData | None = None, hooks: Iterable[Hook] = (),
+                 eval_batch_size: int = 1000):
         self.device = torch.device(device)
         self.model, self.cfg, self.streams = model.to(self.device), cfg, streams
-        self.data, self.val_data = data.to(self.device), val_data.to(self.device) if val_data is not None else None
+        self.data, self.val_data = (data.to(self.device),
+                                    val_data.to(self.device) if val_data is not None else None)
         self.augment = augment if cfg.augment else None
         self.hooks = list(hooks)
         self.eval_batch_size = eval_batch_size
@@ -169,8 +176,10 @@ class Trainer:
         self.steps_per_epoch = cfg.steps_per_epoch(len(data))
         self.total_steps = parse_steps(cfg.max_steps, self.steps_per_epoch)
         self.eval_every = max(1, parse_steps(cfg.eval_every, self.steps_per_epoch))
-        # One draw per optimizer step, split into `accum_steps` micro-batches: a step never spans epochs.
-        self.sampler = EpochSampler(len(data), cfg.batch_size * cfg.accum_steps, streams.gen["data_order"])
+        # One draw per optimizer step, split into `accum_steps` micro-batches: a step never spans
+        # epochs.
+        self.sampler = EpochSampler(len(data), cfg.batch_size * cfg.accum_steps,
+                                    streams.gen["data_order"])
         self.progress = Progress()
 
     # -- state ---------------------------------------------------------------------------
@@ -179,10 +188,13 @@ class Trainer:
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": {"step": p.step, "lr": lr_at(self.cfg, max(p.step - 1, 0), self.total_steps, self.steps_per_epoch)},
+            "scheduler": {"step": p.step,
+                          "lr": lr_at(self.cfg, max(p.step - 1, 0), self.total_steps,
+                                      self.steps_per_epoch)},
             "rng": self.streams.state_dict(),
             "sampler": self.sampler.state_dict(),
-            "progress": {"step": p.step, "best_val": p.best_val if math.isfinite(p.best_val) else None,
+            "progress": {"step": p.step,
+                         "best_val": p.best_val if math.isfinite(p.best_val) else None,
                          "bad_evals": p.bad_evals, "stopped_early": p.stopped_early, "log": p.log},
             "hooks": [h.state_dict() if hasattr(h, "state_dict") else None for h in self.hooks],
         }
@@ -193,8 +205,11 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         prog = state["progress"]
-        self.progress = Progress(step=prog["step"], best_val=prog["best_val"] if prog["best_val"] is not None else math.inf,
-                                 bad_evals=prog["bad_evals"], stopped_early=prog["stopped_early"], log=list(prog["log"]))
+        self.progress = Progress(
+            step=prog["step"],
+            best_val=prog["best_val"] if prog["best_val"] is not None else math.inf,
+            bad_evals=prog["bad_evals"], stopped_early=prog["stopped_early"],
+            log=list(prog["log"]))
         if rng:
             self.streams.load_state_dict(state["rng"])
             self.sampler.load_state_dict(state["sampler"])
@@ -243,12 +258,15 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return total / count
 
-    def run(self, until: int, on_step: Callable[["Trainer"], None] = lambda t: None, desc: str = "train") -> None:
-        """Train to optimizer step `until` (or until early stopping), calling `on_step` after each."""
+    def run(self, until: int, on_step: Callable[[Trainer], None] = lambda t: None,
+            desc: str = "train") -> None:
+        """Train to optimizer step `until` (or until early stopping), calling `on_step` after
+        each."""
         from tqdm.auto import tqdm
 
         until = min(until, self.total_steps)
-        with tqdm(total=until, initial=self.progress.step, desc=desc, leave=False, mininterval=1.0) as bar:
+        with tqdm(total=until, initial=self.progress.step, desc=desc, leave=False,
+                  mininterval=1.0) as bar:
             while self.progress.step < until and not self.progress.stopped_early:
                 loss = self.step()
                 bar.update(1)
@@ -256,7 +274,8 @@ class Trainer:
                 if step % self.eval_every == 0 or step == self.total_steps:
                     row = {"step": step, "train_loss": loss}
                     if self.val_data is not None:
-                        row["val_loss"], row["val_error"] = evaluate(self.model, self.val_data, self.eval_batch_size)
+                        row["val_loss"], row["val_error"] = evaluate(self.model, self.val_data,
+                                                                     self.eval_batch_size)
                         self._early_stopping(row["val_loss"])
                     self.progress.log.append(row)
                     bar.set_postfix({k: round(v, 4) for k, v in row.items() if k != "step"})

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from .checkpoint import atomic_write_text
+from .files import atomic_write_text
 
 DIGESTS_FILE = "verified-data.json"
 ACCEPTED_FILE = "accepted-data.json"

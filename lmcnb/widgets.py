@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 import os
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import ipywidgets as widgets
 import numpy as np
@@ -37,11 +37,13 @@ FIGSIZE = (6.4, 2.4)  # inches
 DPI = 80
 PALETTES = (64, 32, 16, 8)  # colours tried, most first, until a frame fits FRAME_BYTES
 METRIC_COLOR = {"loss": "tab:blue", "error": "tab:red"}
-CSS_CLASS = "lmcnb-alpha-slider"  # on the outer box of every α-slider (the browser test finds them by it)
+# on the outer box of every α-slider (the browser test finds them by it)
+CSS_CLASS = "lmcnb-alpha-slider"
 
 
 def live_default() -> bool:
-    """Whether `alpha_slider(live=None)` runs live: `$LMCNB_LIVE`, else Colab or a Jupyter-server kernel."""
+    """Whether `alpha_slider(live=None)` runs live: `$LMCNB_LIVE`, else Colab or a Jupyter-server
+    kernel."""
     env = os.environ.get("LMCNB_LIVE")
     if env is not None:
         return env.strip().lower() in ("1", "true", "yes")
@@ -49,7 +51,8 @@ def live_default() -> bool:
 
 
 def png_bytes(fig: Figure, limit: int = FRAME_BYTES) -> bytes:
-    """`fig` as a palette PNG: the most colours of `PALETTES` that fit in `limit` bytes (else the fewest)."""
+    """`fig` as a palette PNG: the most colours of `PALETTES` that fit in `limit` bytes (else the
+    fewest)."""
     raw = io.BytesIO()
     fig.savefig(raw, format="png", dpi=fig.dpi, metadata={"Software": None})
     rgb = Image.open(raw).convert("RGB")
@@ -62,7 +65,8 @@ def png_bytes(fig: Figure, limit: int = FRAME_BYTES) -> bytes:
 
 
 def pair_curves(curves: pd.DataFrame) -> pd.DataFrame:
-    """The rows of one pair to draw: without BatchNorm reset, checked to hold one value per (split, α)."""
+    """The rows of one pair to draw: without BatchNorm reset, checked to hold one value per
+    (split, α)."""
     if "bn_reset" in curves:
         curves = curves[~curves.bn_reset.astype(bool)]
     if curves.empty:
@@ -73,22 +77,25 @@ def pair_curves(curves: pd.DataFrame) -> pd.DataFrame:
 
 
 class FrameDrawer:
-    """Draws one frame: loss and error along α with a marker at α, and the chapter's view of θ(α)."""
+    """Draws one frame: loss and error along α with a marker at α, and the chapter's view of
+    θ(α)."""
 
     def __init__(self, curves: pd.DataFrame, interpolator: Interpolator, view: View, title: str,
                  xlim: tuple[float, float]):
         self.curves, self.interpolator, self.view, self.title = curves, interpolator, view, title
         self.fig = Figure(figsize=FIGSIZE, dpi=DPI)
         FigureCanvasAgg(self.fig)
-        grid = self.fig.add_gridspec(2, 2, width_ratios=(1, 1.35), left=0.09, right=0.99, bottom=0.14,
-                                     top=0.86, wspace=0.12, hspace=0.12)
-        self.metric_axes = {"loss": self.fig.add_subplot(grid[0, 0]), "error": self.fig.add_subplot(grid[1, 0])}
+        grid = self.fig.add_gridspec(2, 2, width_ratios=(1, 1.35), left=0.09, right=0.99,
+                                     bottom=0.14, top=0.86, wspace=0.12, hspace=0.12)
+        self.metric_axes = {"loss": self.fig.add_subplot(grid[0, 0]),
+                            "error": self.fig.add_subplot(grid[1, 0])}
         self.view_ax = self.fig.add_subplot(grid[:, 1])
         self.markers = []
         for metric, ax in self.metric_axes.items():
             for split, style in SPLIT_STYLE.items():
                 sub = curves[curves.split == split]
-                ax.plot(sub.alpha, sub[metric], style, color=METRIC_COLOR[metric], lw=1.2, label=split)
+                ax.plot(sub.alpha, sub[metric], style, color=METRIC_COLOR[metric], lw=1.2,
+                        label=split)
             ax.set_ylabel(metric, fontsize=7)
             ax.set_xlim(*xlim)
             ax.tick_params(labelsize=6, length=2, pad=1)
@@ -103,7 +110,7 @@ class FrameDrawer:
         """The frame at `alpha` as PNG bytes (writes θ(α) into the interpolator's model)."""
         model = self.interpolator.set(alpha)
         lines, dots = self.markers[0::2], self.markers[1::2]
-        for (metric, ax), line, dot in zip(self.metric_axes.items(), lines, dots):
+        for (metric, _ax), line, dot in zip(self.metric_axes.items(), lines, dots):
             line.set_xdata([alpha, alpha])
             at = self.curves[np.isclose(self.curves.alpha, alpha)]
             dot.set_data(at.alpha, at[metric])
@@ -113,8 +120,8 @@ class FrameDrawer:
         return png_bytes(self.fig)
 
 
-def alpha_slider(curves: pd.DataFrame, model: torch.nn.Module, state_a: dict, state_b: dict, view: View,
-                 live: bool | None = None, title: str = "",
+def alpha_slider(curves: pd.DataFrame, model: torch.nn.Module, state_a: dict, state_b: dict,
+                 view: View, live: bool | None = None, title: str = "",
                  live_range: tuple[float, float] = (-0.5, 1.5)) -> widgets.Widget:
     """A slider over α for one pair: its curves (train dashed, test solid) and `view` of θ(α).
 
@@ -131,10 +138,12 @@ def alpha_slider(curves: pd.DataFrame, model: torch.nn.Module, state_a: dict, st
     if live:
         lo, hi = min(live_range[0], alphas[0]), max(live_range[1], alphas[-1])
         drawer = FrameDrawer(curves, interpolator, view, title, (lo, hi))
-        slider = widgets.FloatSlider(value=float(alphas[0]), min=lo, max=hi, step=0.01, description="α",
-                                     continuous_update=False, readout_format=".2f")
+        slider = widgets.FloatSlider(value=float(alphas[0]), min=lo, max=hi, step=0.01,
+                                     description="α", continuous_update=False,
+                                     readout_format=".2f")
         image = widgets.Image(value=drawer.draw(slider.value), format="png")
-        slider.observe(lambda change: setattr(image, "value", drawer.draw(change["new"])), names="value")
+        slider.observe(lambda change: setattr(image, "value", drawer.draw(change["new"])),
+                       names="value")
         box = widgets.VBox([slider, image])
         box.add_class(CSS_CLASS)
         return box
@@ -154,7 +163,8 @@ def alpha_slider(curves: pd.DataFrame, model: torch.nn.Module, state_a: dict, st
 
 def display_pixels(x: torch.Tensor, mean: Sequence[float] | None = None,
                    std: Sequence[float] | None = None) -> np.ndarray:
-    """NCHW normalised images as NHWC in [0, 1]: `x·std + mean`, or each image min-max scaled if not given."""
+    """NCHW normalised images as NHWC in [0, 1]: `x·std + mean`, or each image min-max scaled if
+    not given."""
     x = x.detach().float().cpu()
     if mean is not None and std is not None:
         x = x * torch.tensor(std).view(1, -1, 1, 1) + torch.tensor(mean).view(1, -1, 1, 1)
@@ -167,7 +177,8 @@ def display_pixels(x: torch.Tensor, mean: Sequence[float] | None = None,
 
 def image_predictions_view(data: TensorData, n: int = 16, mean: Sequence[float] | None = None,
                            std: Sequence[float] | None = None, columns: int = 8) -> View:
-    """A view drawing the first `n` images of `data` with the model's predicted class; wrong ones in red.
+    """A view drawing the first `n` images of `data` with the model's predicted class; wrong ones
+    in red.
 
     `mean`/`std` undo the dataset's normalisation (see `lmcnb.data.MEAN`/`STD`); without them
     each image is shown min-max scaled.
@@ -196,7 +207,8 @@ def image_predictions_view(data: TensorData, n: int = 16, mean: Sequence[float] 
             r, c = divmod(i, cols)
             color = "red" if p != t else "black"
             if p != t:
-                ax.add_patch(Rectangle((c * cell_w + 0.5, r * cell_h - 0.5), w, h, fill=False, ec="red", lw=1.2))
+                ax.add_patch(Rectangle((c * cell_w + 0.5, r * cell_h - 0.5), w, h, fill=False,
+                                       ec="red", lw=1.2))
             label = names[p] if names else str(p)
             ax.text(c * cell_w + 1 + w / 2, r * cell_h + h + 1, label[:6], ha="center", va="top",
                     fontsize=5.5, color=color)

@@ -117,8 +117,9 @@ def word_splits(texts: Mapping[str, str], *, eos: bool = True, batch_size: int =
     for "train", `eval_batch_size` for the others (seed 001: 16 and 10)."""
     _check_positive(batch_size=batch_size, eval_batch_size=eval_batch_size, bptt=bptt)
     vocab = Vocab.build(texts["train"], eos)
-    return vocab, {s: stream_chunks(vocab.encode(t), batch_size if s == "train" else eval_batch_size,
-                                    bptt) for s, t in texts.items()}
+    return vocab, {s: stream_chunks(vocab.encode(t),
+                                    batch_size if s == "train" else eval_batch_size, bptt)
+                   for s, t in texts.items()}
 
 
 def load_ptb(data_dir: str | os.PathLike | None = None, *, eos: bool = True, batch_size: int = 16,

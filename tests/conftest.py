@@ -9,12 +9,14 @@ import pytest
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """The data root holding the real datasets: ``$LMCNB_DATA``, else ``<repo>/../shared/data``."""
-    return Path(os.environ.get("LMCNB_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    return Path(os.environ.get("LMCNB_DATA",
+                               Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
 @pytest.fixture(scope="session")
 def mnist_small(data_dir):
-    """Small real MNIST subsets: (train[:512], test[:256]) as TensorData, loaded once per session."""
+    """Small real MNIST subsets: (train[:512], test[:256]) as TensorData, loaded once per
+    session."""
     from lmcnb.data import TensorData, load_vision
 
     train = load_vision("mnist", "train", data_dir, download=False)
@@ -25,7 +27,8 @@ def mnist_small(data_dir):
 
 @pytest.fixture(scope="module")
 def single_thread():
-    """One intra-op thread for a test module (``pytestmark = pytest.mark.usefixtures("single_thread")``).
+    """One intra-op thread for a test module
+    (``pytestmark = pytest.mark.usefixtures("single_thread")``).
 
     Training and evaluation in unit tests use tiny batches: a second thread gains little on an idle
     machine and costs several times over on a busy one (threads spin waiting for a core).

@@ -27,8 +27,10 @@ CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--no-first-run", "--disable-sync"]
 SCREENSHOTS = REPO / "_build" / "screenshots"
-STATE_SCRIPT = re.compile(r'<script type="application/vnd.jupyter.widget-state\+json">(.*?)</script>', re.S)
-VIEW_SCRIPT = re.compile(r'<script type="application/vnd.jupyter.widget-view\+json">(.*?)</script>', re.S)
+STATE_SCRIPT = re.compile(r'<script type="application/vnd.jupyter.widget-state\+json">'
+                          r"(.*?)</script>", re.S)
+VIEW_SCRIPT = re.compile(r'<script type="application/vnd.jupyter.widget-view\+json">'
+                         r"(.*?)</script>", re.S)
 
 
 def toc_pages() -> list[str]:
@@ -46,7 +48,8 @@ def expected_sliders(page: Path) -> int:
         return 0
     models = json.loads(html.unescape(states[0]))["state"]
     views = [json.loads(html.unescape(v))["model_id"] for v in VIEW_SCRIPT.findall(text)]
-    return sum(CSS_CLASS in models[m]["state"].get("_dom_classes", []) for m in views if m in models)
+    return sum(CSS_CLASS in models[m]["state"].get("_dom_classes", [])
+               for m in views if m in models)
 
 
 @pytest.fixture(scope="session")
@@ -54,13 +57,15 @@ def base_url() -> str:
     """The built book served on 127.0.0.1 by a thread of this process."""
     if not (HTML / "index.html").exists():
         pytest.fail(f"no built book in {HTML}: build it first with "
-                    "`python -m lmcnb.execute --profile smoke --out _build/smoke --build` (make test does)")
+                    "`python -m lmcnb.execute --profile smoke --out _build/smoke --build` "
+                    "(make test does)")
 
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(HTML)))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                             functools.partial(Quiet, directory=str(HTML)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_port}/"
     server.shutdown()
@@ -79,14 +84,16 @@ def browser():
 
 
 class Visit:
-    """A page opened with every request not to 127.0.0.1 blocked and counted, and errors recorded."""
+    """A page opened with every request not to 127.0.0.1 blocked and counted, and errors
+    recorded."""
 
     def __init__(self, browser, url: str):
         self.external, self.failed, self.errors = [], [], []
         self.page = browser.new_page(viewport={"width": 1280, "height": 1000})
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
         self.page.on("requestfailed", lambda r: self.failed.append(r.url))
-        self.page.on("response", lambda r: r.status >= 400 and self.failed.append(f"{r.status} {r.url}"))
+        self.page.on("response",
+                     lambda r: r.status >= 400 and self.failed.append(f"{r.status} {r.url}"))
         self.page.route("**/*", self._route)
         self.page.goto(url, wait_until="load")
 
@@ -132,7 +139,8 @@ def index(box) -> int:
 def test_page_is_offline_and_error_free(browser, base_url, page):
     visit = Visit(browser, base_url + page)
     if visit.page.locator("div.math, span.math").count():
-        visit.page.wait_for_selector("mjx-container", timeout=15_000)  # MathJax typeset, from vendor/
+        # MathJax typeset, from vendor/
+        visit.page.wait_for_selector("mjx-container", timeout=15_000)
     visit.page.wait_for_load_state("networkidle")
     visit.check_clean()
     visit.page.close()
@@ -161,13 +169,13 @@ def test_chapter_sliders_move_and_play(browser, base_url, chapter):
         assert last >= 2, "a slider needs at least three frames"
         shots = []
 
-        def move(key: str, times: int, before: str) -> str:
+        def move(key: str, times: int, before: str, *, handle=handle, box=box) -> str:
             """Press `key` on the slider's handle `times` times, then wait for a new frame."""
             for _ in range(times):
                 handle.press(key)
             return wait_change(box, before)
 
-        def shoot() -> None:
+        def shoot(*, n=n, box=box, shots=shots) -> None:
             path = SCREENSHOTS / f"{chapter}-slider{n}-alpha{index(box):02d}.png"
             box.screenshot(path=str(path))
             shots.append(path)
@@ -186,7 +194,8 @@ def test_chapter_sliders_move_and_play(browser, base_url, chapter):
         box.locator(".widget-play button").first.click()  # Play
         src = wait_change(box, src)
         assert index(box) > 0, "Play changed the frame but not the slider"
-        assert len({p.read_bytes() for p in shots}) == 3, "the three screenshots are not all different"
+        assert len({p.read_bytes() for p in shots}) == 3, (
+            "the three screenshots are not all different")
     page.wait_for_load_state("networkidle")
     visit.check_clean()
     page.close()

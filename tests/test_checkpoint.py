@@ -1,4 +1,5 @@
-"""Tests for lmcnb.checkpoint: round trips, refusal of damaged files, no unpickling, atomic writes."""
+"""Tests for lmcnb.checkpoint: round trips, refusal of damaged files, no unpickling, atomic
+writes."""
 
 import json
 import math
@@ -11,7 +12,8 @@ import torch
 from torch import nn
 
 from lmcnb import checkpoint
-from lmcnb.checkpoint import CheckpointError, atomic_write_text, load_state, save_state
+from lmcnb.checkpoint import CheckpointError, load_state, save_state
+from lmcnb.files import atomic_write_text
 from lmcnb.models import LeNet5
 from lmcnb.rng import RngStreams, Seeds
 
@@ -41,11 +43,14 @@ def _trained_state():
         model = LeNet5()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.8, 0.99))
     for _ in range(2):
-        model(torch.randn(4, 1, 28, 28, generator=streams.gen["data_order"])).square().mean().backward()
+        model(torch.randn(4, 1, 28, 28,
+                          generator=streams.gen["data_order"])).square().mean().backward()
         opt.step()
         opt.zero_grad()
-    return {"model": model.state_dict(), "optimizer": opt.state_dict(), "rng": streams.state_dict(),
-            "progress": {"step": 2, "best_val": None, "log": [{"step": 1, "train_loss": 2.5}]}}, model, opt
+    return {"model": model.state_dict(), "optimizer": opt.state_dict(),
+            "rng": streams.state_dict(),
+            "progress": {"step": 2, "best_val": None,
+                         "log": [{"step": 1, "train_loss": 2.5}]}}, model, opt
 
 
 @pytest.fixture
@@ -69,7 +74,8 @@ def test_round_trip_of_nested_state(tmp_path):
         "empty": torch.zeros(0), "empty2": torch.zeros(0, 3),
     }
     base = torch.arange(10.0)
-    state["shared"] = {"base": base, "again": base, "head": base[:5], "tail": base[5:]}  # views of one storage
+    # views of one storage
+    state["shared"] = {"base": base, "again": base, "head": base[:5], "tail": base[5:]}
     path = tmp_path / "a" / "b" / "state.safetensors"  # folders are created
     save_state(path, state)
     _assert_same(state, load_state(path))
@@ -97,7 +103,8 @@ def test_round_trip_of_model_optimizer_and_rng(saved, tmp_path):
     ref = RngStreams(Seeds(1, 2, 3, 4))
     ref.load_state_dict(state["rng"])
     for name in ("init", "data_order", "augmentation", "dropout"):
-        assert torch.equal(torch.rand(3, generator=streams.gen[name]), torch.rand(3, generator=ref.gen[name]))
+        assert torch.equal(torch.rand(3, generator=streams.gen[name]),
+                           torch.rand(3, generator=ref.gen[name]))
 
 
 def test_tied_weights_round_trip(tmp_path):
@@ -113,10 +120,12 @@ def test_tied_weights_round_trip(tmp_path):
     model = Tied()
     save_state(tmp_path / "tied.safetensors", {"model": model.state_dict()})
     loaded = load_state(tmp_path / "tied.safetensors")["model"]
-    assert torch.equal(loaded["emb.weight"], model.emb.weight) and torch.equal(loaded["head.weight"], model.emb.weight)
+    assert (torch.equal(loaded["emb.weight"], model.emb.weight)
+            and torch.equal(loaded["head.weight"], model.emb.weight))
     fresh = Tied()
     fresh.load_state_dict(loaded)
-    assert torch.equal(fresh.head.weight, model.emb.weight) and fresh.head.weight is fresh.emb.weight
+    assert (torch.equal(fresh.head.weight, model.emb.weight)
+            and fresh.head.weight is fresh.emb.weight)
 
 
 def test_unsupported_values_are_refused_before_writing(tmp_path):
@@ -156,7 +165,8 @@ def test_corrupt_header_is_refused(saved):
     # A header that is valid JSON with a valid safetensors layout but a broken lmcnb tree.
     text = raw[8:8 + header].decode()
     meta = json.loads(text)
-    meta["__metadata__"]["lmcnb"] = meta["__metadata__"]["lmcnb"].replace('"__tensor__": "/model/', '"__tensor__": "/nope/', 1)
+    meta["__metadata__"]["lmcnb"] = meta["__metadata__"]["lmcnb"].replace(
+        '"__tensor__": "/model/', '"__tensor__": "/nope/', 1)
     _write_with_header(path, meta, raw[8 + header:])
     _refused(path)
     meta["__metadata__"]["lmcnb"] = "{not json"
@@ -197,7 +207,8 @@ def test_pickle_payloads_are_refused_and_never_executed(tmp_path):
     marker = tmp_path / "EXECUTED"
     payload = pickle.dumps({"model": _Trap(marker)})
     (tmp_path / "pickle.safetensors").write_bytes(payload)
-    torch.save({"model": {"w": torch.ones(3)}, "trap": _Trap(marker)}, tmp_path / "torch.safetensors")
+    torch.save({"model": {"w": torch.ones(3)}, "trap": _Trap(marker)},
+               tmp_path / "torch.safetensors")
     for name in ("pickle.safetensors", "torch.safetensors"):
         _refused(tmp_path / name)
     assert not marker.exists()

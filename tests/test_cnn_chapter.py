@@ -14,15 +14,18 @@ def run_notebook(tmp_path: Path, **parameters) -> str:
     runs = tmp_path / "runs"
     with pytest.raises(papermill.PapermillExecutionError) as info:
         papermill.execute_notebook(str(NOTEBOOK), str(tmp_path / "out.ipynb"), progress_bar=False,
-                                   parameters={"profile": "smoke", "runs_dir": str(runs), **parameters},
+                                   parameters={"profile": "smoke", "runs_dir": str(runs),
+                                               **parameters},
                                    cwd=str(NOTEBOOK.parent.parent))
     assert not (runs / "train").exists(), "training started before the parameters were checked"
     return f"{info.value.ename}: {info.value.evalue}"
 
 
 @pytest.mark.parametrize(("parameters", "expected"), [
-    ({"model": "resnet"}, ["unknown model 'resnet'", "'lenet5'", "'reduced_vgg'", "'alexnet'", "'all'"]),
-    ({"model": "lenet5", "spawn_steps": [0, 10_000]}, ["spawn step(s) [10000]", "beyond the end of training"]),
+    ({"model": "resnet"},
+     ["unknown model 'resnet'", "'lenet5'", "'reduced_vgg'", "'alexnet'", "'all'"]),
+    ({"model": "lenet5", "spawn_steps": [0, 10_000]},
+     ["spawn step(s) [10000]", "beyond the end of training"]),
     ({"model": "lenet5", "n_alpha": 1}, ["n_alpha must be an integer >= 2"]),
     ({"profile": "fast"}, ["unknown profile 'fast'", "smoke", "book", "paper"]),
     ({"n_child": 3}, ["unknown parameter(s) ['n_child']", "n_children"]),

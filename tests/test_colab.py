@@ -1,4 +1,5 @@
-"""Colab and Drive: the set-up cell and `lmcnb.colab.setup`, with a stand-in `google.colab` module."""
+"""Colab and Drive: the set-up cell and `lmcnb.colab.setup`, with a stand-in `google.colab`
+module."""
 from __future__ import annotations
 
 import json
@@ -20,10 +21,12 @@ def fake_colab(monkeypatch, tmp_path):
     point is moved under tmp_path."""
     mounts = []
     drive = types.ModuleType("google.colab.drive")
-    drive.mount = lambda path: (mounts.append(path), Path(path, "MyDrive").mkdir(parents=True, exist_ok=True))
+    drive.mount = lambda path: (mounts.append(path),
+                                Path(path, "MyDrive").mkdir(parents=True, exist_ok=True))
     module = types.ModuleType("google.colab")
     module.drive = drive
-    monkeypatch.setitem(sys.modules, "google", sys.modules.get("google") or types.ModuleType("google"))
+    monkeypatch.setitem(sys.modules, "google",
+                        sys.modules.get("google") or types.ModuleType("google"))
     monkeypatch.setitem(sys.modules, "google.colab", module)
     monkeypatch.setitem(sys.modules, "google.colab.drive", drive)
     monkeypatch.setattr(colab, "DRIVE_MOUNT", str(tmp_path / "content" / "drive"))

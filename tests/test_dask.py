@@ -31,8 +31,8 @@ DASK = Path(sys.executable).with_name("dask")
 def _setup(root, data_dir) -> Setup:
     split = {s: Ref.of("data", "vision", name="mnist", split=s, limit=n)
              for s, n in (("train", 1024), ("test", 512))}
-    return Setup("unit", "lenet5", "mnist", Ref.of("model", "lenet5", num_classes=10), split["train"],
-                 split["test"], TrainConfig(batch_size=64, max_steps=16), root,
+    return Setup("unit", "lenet5", "mnist", Ref.of("model", "lenet5", num_classes=10),
+                 split["train"], split["test"], TrainConfig(batch_size=64, max_steps=16), root,
                  model_args=(("num_classes", 10),), data_dir=str(data_dir), n_alpha=5,
                  eval_iters=1, eval_batch_size=256)
 
@@ -97,7 +97,8 @@ def test_study_on_a_local_cluster_gives_the_serial_tables_byte_for_byte(tmp_path
     # The runs were trained by worker processes, each on one thread (2 cores / 2 workers).
     events = [json.loads(line) for f in (tmp_path / "dask" / "train").glob("*/events.jsonl")
               for line in f.read_text().splitlines()]
-    assert {e["pid"] for e in events}.isdisjoint({os.getpid()}) and {e["threads"] for e in events} == {1}
+    assert ({e["pid"] for e in events}.isdisjoint({os.getpid()})
+            and {e["threads"] for e in events} == {1})
 
 
 def test_study_through_real_scheduler_and_worker_processes(tmp_path, data_dir, processes):
@@ -148,7 +149,8 @@ def test_the_same_run_requested_twice_at_once_is_trained_once(tmp_path, data_dir
     futures = [local.submit(_train_task, run, (8,), key=f"duplicate-{i}") for i in range(2)]
     done = local.client.gather(futures)
     assert done[0].spec.run_id == done[1].spec.run_id
-    events = [json.loads(line)["event"] for line in (run.dir / "events.jsonl").read_text().splitlines()]
+    events = [json.loads(line)["event"]
+              for line in (run.dir / "events.jsonl").read_text().splitlines()]
     assert events == ["init", "done"]
 
 
@@ -196,7 +198,8 @@ def test_sweep_through_real_processes_four_points(tmp_path, processes, monkeypat
                        "--scheduler-file", str(processes), "--out", str(out)])
     assert code == 0
     results = pd.read_csv(out / "results.csv")
-    assert sorted(results.seed.unique()) == [0, 1, 2, 3] and len(pd.read_csv(out / "failures.csv")) == 0
+    assert (sorted(results.seed.unique()) == [0, 1, 2, 3]
+            and len(pd.read_csv(out / "failures.csv")) == 0)
     assert (results.model == "lenet5").all() and set(results.split) == {"train", "test"}
 
 
@@ -208,7 +211,8 @@ CRASHING = {
          "source": "import os\nif not os.path.exists(marker):\n    open(marker, 'w').close()\n"
                    "    os.kill(os.getpid(), 9)  # the kernel dies on the first try only"},
     ],
-    "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+    "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                "language": "python"}},
     "nbformat": 4, "nbformat_minor": 5}
 
 
@@ -218,7 +222,8 @@ def test_a_dead_kernel_is_retried(tmp_path, executor, request):
     notebook.write_text(json.dumps(CRASHING))
     ex = request.getfixturevalue("local") if executor == "local" else get_executor("serial")
     sweep(notebook, {"marker": [str(tmp_path / "m1")]}, {}, tmp_path / "out", ex, progress=False)
-    assert (tmp_path / "m1").exists() and len(list((tmp_path / "out").glob("points/*/done.json"))) == 1
+    assert ((tmp_path / "m1").exists()
+            and len(list((tmp_path / "out").glob("points/*/done.json"))) == 1)
     assert len(pd.read_csv(tmp_path / "out" / "failures.csv")) == 0
 
 

@@ -86,10 +86,13 @@ def test_load_real(data_dir, name, split, shape, n_classes):
 
 
 def test_cifar_classes(data_dir):
-    assert load_vision("cifar10", "test", data_dir).classes[:3] == ("airplane", "automobile", "bird")
+    assert (load_vision("cifar10", "test", data_dir).classes[:3]
+            == ("airplane", "automobile", "bird"))
 
 
-@pytest.mark.parametrize("name, expected", [("mnist", "train-images-idx3-ubyte.gz"), ("cifar10", "data_batch_1"), ("tiny_imagenet", "wnids.txt")])
+@pytest.mark.parametrize("name, expected", [("mnist", "train-images-idx3-ubyte.gz"),
+                                            ("cifar10", "data_batch_1"),
+                                            ("tiny_imagenet", "wnids.txt")])
 def test_missing_no_download(tmp_path, name, expected):
     for call in (require_vision, lambda n, d, download: load_vision(n, "train", d, download)):
         with pytest.raises(DatasetMissing) as err:
@@ -153,7 +156,8 @@ def test_fetch_bad_checksum(tmp_path, blob, which):
 @pytest.mark.usefixtures("tmp_cache")
 def test_download_mnist_from_file_url(tmp_path, monkeypatch, data_dir):
     """The per-file download path, with the real MNIST files and the official md5s."""
-    src = dataclasses.replace(data._SOURCES["mnist"], url=(data_dir / "mnist").resolve().as_uri() + "/")
+    src = dataclasses.replace(data._SOURCES["mnist"],
+                              url=(data_dir / "mnist").resolve().as_uri() + "/")
     monkeypatch.setitem(data._SOURCES, "mnist", src)
     folder = require_vision("mnist", tmp_path)
     assert folder == tmp_path.resolve() / "mnist"
@@ -172,7 +176,8 @@ def _fake_tiny(folder: Path) -> None:
     (folder / "wnids.txt").write_text("".join(w + "\n" for w in wnids))
     for w in wnids:
         for i in range(3):
-            _jpeg(folder / "train" / w / "images" / f"{w}_{i}.JPEG", 255 * (w == "n1"), "L" if i == 0 else "RGB")
+            _jpeg(folder / "train" / w / "images" / f"{w}_{i}.JPEG", 255 * (w == "n1"),
+                  "L" if i == 0 else "RGB")
     rows = [f"val_{k}.JPEG\t{'n1' if k % 2 else 'n0'}\t0\t0\t63\t63\n" for k in range(4)]
     (folder / "val" / "val_annotations.txt").write_text("".join(rows))
     for k in range(4):
@@ -189,11 +194,13 @@ def test_tiny_layout_and_preference(tmp_path, data_dir):
     tr = load_vision("tiny_imagenet", "train", tmp_path)
     assert tr.x.shape == (6, 3, 64, 64) and tr.classes == ("n1", "n0")
     assert tr.y.tolist() == [0, 0, 0, 1, 1, 1]
-    assert torch.equal(tr.x[:, 0] > 0, tr.y.view(-1, 1, 1).eq(0).expand(-1, 64, 64))  # white = n1 = label 0
+    # white = n1 = label 0
+    assert torch.equal(tr.x[:, 0] > 0, tr.y.view(-1, 1, 1).eq(0).expand(-1, 64, 64))
     te = load_vision("tiny_imagenet", "test", tmp_path)
     assert te.y.tolist() == [1, 0, 1, 0]
     assert (te.x[te.y == 0] > 0).all() and (te.x[te.y == 1] < 0).all()
-    (full / "train" / "n0" / "images").rename(full / "train" / "n0" / "gone")  # incomplete: use the subset
+    # incomplete: use the subset
+    (full / "train" / "n0" / "images").rename(full / "train" / "n0" / "gone")
     assert require_vision("tiny_imagenet", tmp_path, download=False) == sub
 
 
@@ -204,7 +211,8 @@ def _archive_source(monkeypatch, tmp_path, name: str, build) -> Path:
     archive.parent.mkdir()
     archive.write_bytes(buf.getvalue())
     md5 = hashlib.md5(buf.getvalue()).hexdigest()
-    monkeypatch.setitem(data._SOURCES, name, dataclasses.replace(data._SOURCES[name], url=archive.as_uri(), md5=md5))
+    monkeypatch.setitem(data._SOURCES, name,
+                        dataclasses.replace(data._SOURCES[name], url=archive.as_uri(), md5=md5))
     return tmp_path / "root"
 
 
@@ -221,7 +229,8 @@ def test_download_extracts_tar(tmp_path, monkeypatch):
     src = dataclasses.replace(data._SOURCES["cifar10"], members_md5=empty)
     monkeypatch.setitem(data._SOURCES, "cifar10", src)
     assert require_vision("cifar10", root) == root.resolve() / "cifar10" / "cifar-10-batches-py"
-    assert sorted(p.name for p in (root / "cifar10").iterdir()) == ["cifar-10-batches-py"]  # archive removed
+    # archive removed
+    assert sorted(p.name for p in (root / "cifar10").iterdir()) == ["cifar-10-batches-py"]
 
 
 @pytest.mark.usefixtures("tmp_cache")

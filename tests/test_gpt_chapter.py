@@ -21,7 +21,8 @@ def test_bad_parameter_fails_first(tmp_path, parameters, expected):
     runs = tmp_path / "runs"
     with pytest.raises(papermill.PapermillExecutionError) as info:
         papermill.execute_notebook(str(NOTEBOOK), str(tmp_path / "out.ipynb"), progress_bar=False,
-                                   parameters={"profile": "smoke", "runs_dir": str(runs), **parameters},
+                                   parameters={"profile": "smoke", "runs_dir": str(runs),
+                                               **parameters},
                                    cwd=str(NOTEBOOK.parent.parent))
     assert not (runs / "train").exists(), "training started before the parameters were checked"
     message = f"{info.value.ename}: {info.value.evalue}"

@@ -18,7 +18,8 @@ import pytest
 import torch
 
 from lmcnb import gpt, text
-from lmcnb.checkpoint import CheckpointError, atomic_write_text, load_state
+from lmcnb.checkpoint import CheckpointError, load_state
+from lmcnb.files import atomic_write_text
 from lmcnb.registry import Ref
 from lmcnb.study import Setup, spawn_study
 from lmcnb.train import TrainConfig
@@ -29,8 +30,8 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 def _setup(root, data_dir) -> Setup:
     split = {s: Ref.of("data", "vision", name="mnist", split=s, limit=n)
              for s, n in (("train", 512), ("test", 256))}
-    return Setup("unit", "lenet5", "mnist", Ref.of("model", "lenet5", num_classes=10), split["train"],
-                 split["test"], TrainConfig(batch_size=64, max_steps=8), root,
+    return Setup("unit", "lenet5", "mnist", Ref.of("model", "lenet5", num_classes=10),
+                 split["train"], split["test"], TrainConfig(batch_size=64, max_steps=8), root,
                  model_args=(("num_classes", 10),), data_dir=str(data_dir), n_alpha=3,
                  eval_batch_size=256)
 
@@ -110,7 +111,8 @@ def test_a_truncated_study_table_is_recomputed(tmp_path, data_dir, study):
         assert (folder / name).read_bytes() == data
 
 
-def test_an_emptied_done_record_is_rewritten_without_training(tmp_path, data_dir, study, monkeypatch):
+def test_an_emptied_done_record_is_rewritten_without_training(tmp_path, data_dir, study,
+                                                              monkeypatch):
     run = _setup(tmp_path, data_dir).trunk(0)
     done, weights = (run.dir / "done.json").read_text(), run.weights()
     (run.dir / "done.json").write_text("")

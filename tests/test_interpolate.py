@@ -1,4 +1,5 @@
-"""Tests for lmcnb.interpolate: the path θ(α), its endpoints, BatchNorm reset, curves, eval subsets."""
+"""Tests for lmcnb.interpolate: the path θ(α), its endpoints, BatchNorm reset, curves, eval
+subsets."""
 
 import math
 
@@ -53,7 +54,8 @@ def bn_pair():
 
 def _images(n: int, classes: int, seed: int, size: int = 64) -> TensorData:
     g = torch.Generator().manual_seed(seed)
-    return TensorData(torch.randn(n, 3, size, size, generator=g), torch.randint(0, classes, (n,), generator=g))
+    return TensorData(torch.randn(n, 3, size, size, generator=g),
+                      torch.randint(0, classes, (n,), generator=g))
 
 
 # -- the path ---------------------------------------------------------------------------------
@@ -62,7 +64,8 @@ def test_endpoints_equal_a_and_b_exactly_with_batchnorm(bn_pair):
     # The test is meaningful: float buffers and integer buffers differ between A and B.
     assert not torch.equal(sa["features.1.running_mean"], sb["features.1.running_mean"])
     assert not torch.equal(sa["features.5.running_var"], sb["features.5.running_var"])
-    assert int(sa["features.1.num_batches_tracked"]) == 2 and int(sb["features.1.num_batches_tracked"]) == 5
+    assert (int(sa["features.1.num_batches_tracked"]) == 2
+            and int(sb["features.1.num_batches_tracked"]) == 5)
 
     model = _bn_model(3, passes=1)
     interp = Interpolator(model, sa, sb)
@@ -91,7 +94,8 @@ def test_interpolate_state_endpoints_and_integer_buffers(bn_pair):
     # A new state: changing it does not touch A.
     out["features.1.num_batches_tracked"] += 100
     out["features.0.weight"].zero_()
-    assert int(sa["features.1.num_batches_tracked"]) == 2 and sa["features.0.weight"].abs().sum() > 0
+    assert (int(sa["features.1.num_batches_tracked"]) == 2
+            and sa["features.0.weight"].abs().sum() > 0)
 
 
 def test_midpoint_and_direction(bn_pair):
@@ -154,19 +158,22 @@ def test_curve_endpoints_reproduce_evaluate(mnist_small):
     sa, sb = _clone(model_a.state_dict()), _clone(model_b.state_dict())
     splits = {"train": eval_subset(TensorData(train.x[:256], train.y[:256]), "all", 100, "cpu"),
               "test": eval_subset(test, "all", 100, "cpu")}
-    curve, disagreement = interpolation_curve(_lenet(5), sa, sb, splits, alpha_grid(3), batch_size=100,
-                                              progress=False)
+    curve, disagreement = interpolation_curve(_lenet(5), sa, sb, splits, alpha_grid(3),
+                                              batch_size=100, progress=False)
     assert list(curve.columns) == ["split", "alpha", "loss", "error"]
     assert len(curve) == 6 and sorted(set(curve.alpha)) == [0.0, 0.5, 1.0]
     for split, data in splits.items():
         rows = curve[curve.split == split].set_index("alpha")
         for alpha, model in ((0.0, model_a), (1.0, model_b)):
             loss, error = evaluate(model, data, 100)
-            assert rows.loc[alpha, "loss"] == loss and rows.loc[alpha, "error"] == error, (split, alpha)
+            assert (rows.loc[alpha, "loss"] == loss
+                    and rows.loc[alpha, "error"] == error), (split, alpha)
             # and on the original (not channels-last) tensors, up to float rounding
             original = train if split == "train" else test
-            loss2, error2 = evaluate(model, TensorData(original.x[:len(data)], original.y[:len(data)]), 100)
-            assert rows.loc[alpha, "loss"] == pytest.approx(loss2, abs=1e-5) and rows.loc[alpha, "error"] == error2
+            loss2, error2 = evaluate(model, TensorData(original.x[:len(data)],
+                                                       original.y[:len(data)]), 100)
+            assert (rows.loc[alpha, "loss"] == pytest.approx(loss2, abs=1e-5)
+                    and rows.loc[alpha, "error"] == error2)
         mid = _lenet(9)
         mid.load_state_dict(interpolate_state(sa, sb, 0.5))
         assert (rows.loc[0.5, "loss"], rows.loc[0.5, "error"]) == evaluate(mid, data, 100)
@@ -175,7 +182,8 @@ def test_curve_endpoints_reproduce_evaluate(mnist_small):
     assert 0 < disagreement < 1
     assert disagreement == float((pred_a != pred_b).float().mean())
     # Without a test split there is no disagreement.
-    _, d = interpolation_curve(_lenet(5), sa, sb, {"train": splits["train"]}, [0.0, 1.0], progress=False)
+    _, d = interpolation_curve(_lenet(5), sa, sb, {"train": splits["train"]}, [0.0, 1.0],
+                               progress=False)
     assert math.isnan(d)
 
 
@@ -183,7 +191,8 @@ def test_curve_with_batchnorm_reset(bn_pair):
     sa, sb = bn_pair
     data = {"test": _images(24, 20, seed=0)}
     bn_data = _images(32, 20, seed=1)
-    plain, _ = interpolation_curve(_bn_model(3, 1), sa, sb, data, [0.0, 1.0], batch_size=16, progress=False)
+    plain, _ = interpolation_curve(_bn_model(3, 1), sa, sb, data, [0.0, 1.0], batch_size=16,
+                                   progress=False)
     reset, _ = interpolation_curve(_bn_model(3, 1), sa, sb, data, [0.0, 1.0], batch_size=16,
                                    bn_reset_data=bn_data, progress=False)
     for i, state in enumerate((sa, sb)):
@@ -214,7 +223,8 @@ def test_reset_batchnorm_recomputes_running_stats_and_leaves_weights(bn_pair):
         h = model.features[0](data.x)
         m1, m2 = h[:20].mean(dim=(0, 2, 3)), h[20:].mean(dim=(0, 2, 3))
         v1, v2 = h[:20].var(dim=(0, 2, 3)), h[20:].var(dim=(0, 2, 3))
-    torch.testing.assert_close(after["features.1.running_mean"], (m1 + m2) / 2, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(after["features.1.running_mean"], (m1 + m2) / 2, rtol=1e-4,
+                               atol=1e-5)
     torch.testing.assert_close(after["features.1.running_var"], (v1 + v2) / 2, rtol=1e-4, atol=1e-5)
     assert int(after["features.1.num_batches_tracked"]) == 2
     # Momentum and the train/eval flag are restored.
@@ -242,7 +252,8 @@ def test_alpha_grid():
 
 def test_eval_subset_all_int_and_bad_values():
     n = 50
-    data = TensorData(torch.arange(n, dtype=torch.float32).view(n, 1, 1, 1).expand(n, 3, 2, 2).contiguous(),
+    data = TensorData(torch.arange(n, dtype=torch.float32).view(n, 1, 1, 1)
+                      .expand(n, 3, 2, 2).contiguous(),
                       torch.arange(n))
     everything = eval_subset(data, "all", 8, "cpu")
     assert torch.equal(everything.y, data.y) and torch.equal(everything.x, data.x)

@@ -26,7 +26,8 @@ TINY = gpt.GPTConfig(n_layer=2, n_head=2, n_embd=16, block_size=8, tokenizer="ch
 
 @pytest.fixture(scope="module")
 def shakespeare(data_dir):
-    return text.load_text("shakespeare", "train", data_dir), text.load_text("shakespeare", "test", data_dir)
+    return (text.load_text("shakespeare", "train", data_dir),
+            text.load_text("shakespeare", "test", data_dir))
 
 
 def _tiny_model(vocab: int, seed: int = 0) -> GPT2LMHeadModel:
@@ -58,7 +59,8 @@ def test_text_download_verified(tmp_path, monkeypatch, data_dir):
     local = dataclasses.replace(src, url=(data_dir / "tinyshakespeare").resolve().as_uri() + "/")
     monkeypatch.setitem(text._SOURCES, "shakespeare", local)
     folder = text.require_text("shakespeare", tmp_path / "ok")
-    assert hashlib.sha256((folder / "input.txt").read_bytes()).hexdigest() == src.sha256["input.txt"]
+    assert (hashlib.sha256((folder / "input.txt").read_bytes()).hexdigest()
+            == src.sha256["input.txt"])
     bad = dataclasses.replace(local, sha256={"input.txt": "0" * 64})
     monkeypatch.setitem(text._SOURCES, "shakespeare", bad)
     with pytest.raises(ValueError, match="sha256 mismatch"):
@@ -81,7 +83,8 @@ def test_bpe_fallback_offline(shakespeare, offline):
     train, test = shakespeare
     start = time.time()
     with pytest.warns(UserWarning, match="training a byte-level BPE"):
-        tok = text.bpe_tokenizer(train[:200_000], hub_id="lmcnb-test/no-such-tokenizer", vocab_size=600)
+        tok = text.bpe_tokenizer(train[:200_000], hub_id="lmcnb-test/no-such-tokenizer",
+                                 vocab_size=600)
     assert time.time() - start < 30  # no minute of hub retries
     assert 256 < len(tok) <= 600
     ids = text.encode(tok, test[:2000])
@@ -112,7 +115,8 @@ def test_token_windows():
 
 
 def _batches(data, data_order_seed: int, n: int) -> list[list[int]]:
-    cfg = gpt.lm_train_config(batch_size=4, sim_batch_size=8, max_iters=100, warmup_steps=0, lr=1e-3, min_lr=1e-4)
+    cfg = gpt.lm_train_config(batch_size=4, sim_batch_size=8, max_iters=100, warmup_steps=0,
+                              lr=1e-3, min_lr=1e-4)
     trainer = Trainer(_tiny_model(50), cfg, data, RngStreams(Seeds(data_order=data_order_seed)))
     return [trainer.sampler.next().tolist() for _ in range(n)]
 
@@ -128,7 +132,7 @@ def test_token_batches_follow_the_data_order_seed():
     assert first[:6] != first[6:]  # and the next epoch is a new permutation
 
 
-# -- loss and perplexity ----------------------------------------------------------------------------
+# -- loss and perplexity -----------------------------------------------------------------------
 def test_window_loss_is_the_causal_lm_loss():
     """The core's cross-entropy over (x, y shifted) windows equals transformers' own LM loss."""
     torch.manual_seed(0)
@@ -138,10 +142,12 @@ def test_window_loss_is_the_causal_lm_loss():
     assert torch.equal(data.x, seqs[:, :8]) and torch.equal(data.y, seqs[:, 1:])
     loss, error = evaluate(model, data, batch_size=4)
     with torch.no_grad():
-        hf_loss = model(seqs, labels=seqs).loss  # shifts the labels itself: the same 8 predictions per row
+        # shifts the labels itself: the same 8 predictions per row
+        hf_loss = model(seqs, labels=seqs).loss
     assert loss == pytest.approx(float(hf_loss), rel=1e-5)
     assert 0 < error < 1
-    assert math.exp(loss) == pytest.approx(30, rel=0.2)  # untrained: perplexity near the vocabulary size
+    # untrained: perplexity near the vocabulary size
+    assert math.exp(loss) == pytest.approx(30, rel=0.2)
 
 
 def test_relative_ppl_instability():
@@ -152,7 +158,8 @@ def test_relative_ppl_instability():
 
 def test_lm_spawn_study_reports_perplexity(tmp_path, data_dir):
     tok = Ref.of("tokenizer", "char", corpus="shakespeare")
-    cfg = gpt.lm_train_config(batch_size=8, sim_batch_size=8, max_iters=12, warmup_steps=2, lr=3e-3, min_lr=3e-4)
+    cfg = gpt.lm_train_config(batch_size=8, sim_batch_size=8, max_iters=12, warmup_steps=2,
+                              lr=3e-3, min_lr=3e-4)
     config = gpt.hf_config(TINY, len(build(tok, data_dir)))
     setup = gpt.lm_setup("test", "tiny", config, tok, "shakespeare", cfg, tmp_path, chars=2000,
                          data_dir=str(data_dir), n_alpha=5, eval_iters="all")
@@ -163,7 +170,7 @@ def test_lm_spawn_study_reports_perplexity(tmp_path, data_dir):
     assert set(res.curves.alpha.round(2)) == {0.0, 0.25, 0.5, 0.75, 1.0}
 
 
-# -- configurations and FLOPs ------------------------------------------------------------------------
+# -- configurations and FLOPs ------------------------------------------------------------------
 def test_named_configs():
     rows = {r["model_config"]: r for r in gpt.config_table({"char": 65, "bpe": 50257})}
     assert rows["GPT2"]["parameters"] == 124_439_808  # GPT-2 small
@@ -186,16 +193,19 @@ def test_flop_formula_matches_counted_flops():
 
 
 def test_train_config():
-    cfg = gpt.lm_train_config(batch_size=12, sim_batch_size=48, max_iters=300, warmup_steps=30, lr=1e-3, min_lr=1e-4)
+    cfg = gpt.lm_train_config(batch_size=12, sim_batch_size=48, max_iters=300, warmup_steps=30,
+                              lr=1e-3, min_lr=1e-4)
     assert cfg.accum_steps == 4 and cfg.optimizer == "adamw" and cfg.betas == (0.9, 0.95)
     assert cfg.schedule == "cosine" and cfg.grad_clip == 1.0 and cfg.max_steps == 300
     with pytest.raises(ValueError, match="multiple of batch_size"):
-        gpt.lm_train_config(batch_size=12, sim_batch_size=20, max_iters=3, warmup_steps=0, lr=1, min_lr=0)
+        gpt.lm_train_config(batch_size=12, sim_batch_size=20, max_iters=3, warmup_steps=0, lr=1,
+                            min_lr=0)
     with pytest.raises(ValueError, match="must equal max_iters"):
-        gpt.lm_train_config(batch_size=1, sim_batch_size=1, max_iters=3, max_steps=5, warmup_steps=0, lr=1, min_lr=0)
+        gpt.lm_train_config(batch_size=1, sim_batch_size=1, max_iters=3, max_steps=5,
+                            warmup_steps=0, lr=1, min_lr=0)
 
 
-# -- pretrained checkpoints ----------------------------------------------------------------------------
+# -- pretrained checkpoints --------------------------------------------------------------------
 def test_save_and_load_pretrained_directory(tmp_path, shakespeare, offline):
     train, _ = shakespeare
     tok = text.train_bpe(train[:100_000], 400)
@@ -219,7 +229,8 @@ def test_save_and_load_pretrained_directory(tmp_path, shakespeare, offline):
 def test_pretrain_then_fine_tune_from_the_directory(tmp_path, data_dir, offline):
     ptb = text.load_text("ptb", "train", data_dir)[:60_000]
     tok = text.train_bpe(ptb, 300)
-    cfg = gpt.lm_train_config(batch_size=8, sim_batch_size=8, max_iters=6, warmup_steps=1, lr=3e-3, min_lr=3e-4)
+    cfg = gpt.lm_train_config(batch_size=8, sim_batch_size=8, max_iters=6, warmup_steps=1,
+                              lr=3e-3, min_lr=3e-4)
     shape = dataclasses.replace(TINY, tokenizer="bpe")
     gpt.GPT_CONFIGS["Test"] = shape
     try:
@@ -232,7 +243,8 @@ def test_pretrain_then_fine_tune_from_the_directory(tmp_path, data_dir, offline)
     pretrained = gpt.load_pretrained(str(folder))
     tok_ref = Ref.of("tokenizer", "pretrained", source=str(folder))
     args = (pretrained.config, tok_ref, "ptb", cfg, tmp_path)
-    fine = gpt.lm_setup("test", "ft", *args, chars=20_000, data_dir=str(data_dir), pretrained=str(folder))
+    fine = gpt.lm_setup("test", "ft", *args, chars=20_000, data_dir=str(data_dir),
+                        pretrained=str(folder))
     scratch = gpt.lm_setup("test", "ft", *args, chars=20_000, data_dir=str(data_dir))
     start = fine.trunk(0).weights(0)  # k = 0: straight from the pretrained weights
     assert all(torch.equal(v, pretrained.state_dict()[k]) for k, v in start.items())
@@ -241,7 +253,7 @@ def test_pretrain_then_fine_tune_from_the_directory(tmp_path, data_dir, offline)
     assert fine.trunk(0).spec.run_id != scratch.trunk(0).spec.run_id
 
 
-# -- text samples ------------------------------------------------------------------------------------
+# -- text samples ------------------------------------------------------------------------------
 def test_text_sample_view_is_seeded():
     tok = text.CharTokenizer("abcdefgh ")
     model_a, model_b = _tiny_model(len(tok), 0), _tiny_model(len(tok), 1)
@@ -259,7 +271,8 @@ def test_text_sample_view_is_seeded():
 
 
 def test_gpt_runs_on_the_requested_device():
-    device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    device = ("cuda" if torch.cuda.is_available()
+              else "mps" if torch.backends.mps.is_available() else "cpu")
     tok = text.CharTokenizer("abcdefgh ")
     model = _tiny_model(len(tok)).to(device)
     assert len(gpt.sample(model, tok, "ab", 5, seed=0)) == 5

@@ -51,8 +51,9 @@ def test_barrier_and_alpha_star_by_hand():
 
 
 def test_convex_path_gives_a_negative_signed_barrier():
-    # Loss below the straight line everywhere inside (0, 1): linear part [1.0, 1.05, 1.1, 1.15, 1.2],
-    # gap [0, -0.45, -0.6, -0.45, 0]. The definitions ask for the signed value: -0.45 at α = 0.25.
+    # Loss below the straight line everywhere inside (0, 1): linear part
+    # [1.0, 1.05, 1.1, 1.15, 1.2], gap [0, -0.45, -0.6, -0.45, 0]. The definitions ask for the
+    # signed value: -0.45 at α = 0.25.
     convex = [1.0, 0.6, 0.5, 0.7, 1.2]
     b, at = barrier(ALPHAS, convex)
     assert b == pytest.approx(-0.45, abs=1e-12)
@@ -78,7 +79,8 @@ def test_instability_frankle_sup_minus_expected():
 def test_relative_perplexity_instability_by_hand():
     losses = [1.0, 1.5, 1.2]
     ppl_max, ppl_ends = math.exp(1.5), 0.5 * (math.exp(1.0) + math.exp(1.2))
-    assert relative_ppl_instability(losses) == pytest.approx((ppl_max - ppl_ends) / ppl_max, rel=1e-12)
+    assert relative_ppl_instability(losses) == pytest.approx((ppl_max - ppl_ends) / ppl_max,
+                                                             rel=1e-12)
     # A flat curve is perfectly stable.
     assert relative_ppl_instability([2.0, 2.0, 2.0]) == 0.0
 
@@ -156,10 +158,11 @@ def test_mean_ci_against_a_hand_value():
     assert mean == 2.5
     assert half == pytest.approx(3.182446305284263 * math.sqrt(5 / 3) / 2, rel=1e-9)
     # 90% level: t(0.95, 3) = 2.353363434801823.
-    assert mean_ci([1.0, 2.0, 3.0, 4.0], level=0.9)[1] == pytest.approx(2.353363434801823 * math.sqrt(5 / 3) / 2,
-                                                                     rel=1e-9)
+    assert mean_ci([1.0, 2.0, 3.0, 4.0], level=0.9)[1] == pytest.approx(
+        2.353363434801823 * math.sqrt(5 / 3) / 2, rel=1e-9)
     # Two values: t(0.975, 1) = 12.706204736174707, sd = |a - b| / sqrt(2).
-    assert mean_ci([0.1, 0.3]) == pytest.approx((0.2, 12.706204736174707 * (0.2 / math.sqrt(2)) / math.sqrt(2)))
+    assert mean_ci([0.1, 0.3]) == pytest.approx(
+        (0.2, 12.706204736174707 * (0.2 / math.sqrt(2)) / math.sqrt(2)))
 
 
 def test_mean_ci_edge_cases():
@@ -181,13 +184,16 @@ def test_aggregate_mean_ci_and_count():
         "loss_barrier": [0.0, 0.0, 0.0, 0.0, 1.0, 2.0],
     })
     out = aggregate(table, ["spawn_step", "split"], ["instability_error", "loss_barrier"])
-    assert list(out.columns) == ["spawn_step", "split", "n", "instability_error", "instability_error_ci95",
+    assert list(out.columns) == ["spawn_step", "split", "n",
+                                 "instability_error", "instability_error_ci95",
                                  "loss_barrier", "loss_barrier_ci95"]
-    assert out[["spawn_step", "split"]].values.tolist() == [[0, "test"], [10, "test"], [10, "train"]]
+    assert out[["spawn_step", "split"]].values.tolist() == [[0, "test"], [10, "test"],
+                                                            [10, "train"]]
     assert out.n.tolist() == [4, 1, 1]
     first = out.iloc[0]
     assert first.instability_error == 2.5
-    assert first.instability_error_ci95 == pytest.approx(3.182446305284263 * math.sqrt(5 / 3) / 2, rel=1e-9)
+    assert first.instability_error_ci95 == pytest.approx(3.182446305284263 * math.sqrt(5 / 3) / 2,
+                                                         rel=1e-9)
     assert first.loss_barrier == 0.0 and first.loss_barrier_ci95 == 0.0
     assert out.iloc[1].instability_error == 0.5 and math.isnan(out.iloc[1].instability_error_ci95)
     # A single grouping column works too.

@@ -50,7 +50,8 @@ def test_structure():
     assert len(convs) == 5 and len(linears) == 3 and len(norms) == 2
     # BatchNorm follows the first two convs.
     seq = list(alex.features)
-    assert seq.index(norms[0]) == seq.index(convs[0]) + 1 and seq.index(norms[1]) == seq.index(convs[1]) + 1
+    assert (seq.index(norms[0]) == seq.index(convs[0]) + 1
+            and seq.index(norms[1]) == seq.index(convs[1]) + 1)
     vgg = ReducedVGG()
     assert sum(isinstance(m, torch.nn.Conv2d) for m in vgg.modules()) == 2
     assert sum(isinstance(m, torch.nn.Linear) for m in vgg.modules()) == 2

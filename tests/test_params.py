@@ -17,7 +17,8 @@ def test_profile_names():
 
 def test_resolve_takes_the_profile_and_overrides_with_explicit_values(tmp_path):
     p = resolve(TABLE, "smoke")
-    assert (p.n_alpha, p.spawn_steps, p.model, p.bn_reset, p.profile) == (5, [0, 10], "lenet5", False, "smoke")
+    assert (p.n_alpha, p.spawn_steps, p.model, p.bn_reset, p.profile) == (
+        5, [0, 10], "lenet5", False, "smoke")
     p = resolve(TABLE, "book", n_alpha=11, spawn_steps=["2ep"], bn_reset=False, model=None,
                 runs_dir=str(tmp_path / "r"))
     assert p.n_alpha == 11 and p.spawn_steps == ["2ep"]

@@ -24,8 +24,7 @@ from lmcnb.registry import Ref
 from lmcnb.rng import STREAMS, RngStreams, Seeds, derive_seed
 from lmcnb.runs import Run, RunSpec
 from lmcnb.study import Setup, spawn_study
-from lmcnb.train import EpochSampler, Trainer, TrainConfig, lr_at, parse_steps
-
+from lmcnb.train import EpochSampler, TrainConfig, Trainer, lr_at, parse_steps
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -57,8 +56,8 @@ class TinyDropNet(nn.Module):
 
     def __init__(self, num_classes: int = 10):
         super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
-                                 nn.Dropout(0.5), nn.Linear(64, num_classes))
+        self.net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4),
+                                 nn.Flatten(), nn.Dropout(0.5), nn.Linear(64, num_classes))
 
     def forward(self, x):
         return self.net(x)
@@ -66,10 +65,15 @@ class TinyDropNet(nn.Module):
 
 def _images(n=64, size=16, seed=0, classes=10) -> TensorData:
     g = torch.Generator().manual_seed(seed)
-    return TensorData(torch.randn(n, 3, size, size, generator=g), torch.randint(0, classes, (n,), generator=g))
+    return TensorData(torch.randn(n, 3, size, size, generator=g),
+                      torch.randint(0, classes, (n,), generator=g))
 
 
-def _trainer(model_fn, cfg: TrainConfig, data: TensorData, seeds: Seeds = Seeds(1, 2, 3, 4), **kw) -> Trainer:
+_SEEDS = Seeds(1, 2, 3, 4)  # frozen, so one shared default is safe
+
+
+def _trainer(model_fn, cfg: TrainConfig, data: TensorData, seeds: Seeds = _SEEDS,
+             **kw) -> Trainer:
     streams = RngStreams(seeds)
     with streams.active("init"):
         model = model_fn()
@@ -113,7 +117,8 @@ def test_parse_steps():
     assert parse_steps("0.5ep", 30) == 15
     assert parse_steps("1.5ep", 10) == 15
     assert parse_steps(0, 30) == 0 and parse_steps("0ep", 30) == 0
-    for bad in ("500 steps", "ep", "it", "2 epochs", "2epochs", "1e3", "", -1, "-1it", "-2ep", 2.5, None, True):
+    for bad in ("500 steps", "ep", "it", "2 epochs", "2epochs", "1e3", "", -1, "-1it", "-2ep", 2.5,
+                None, True):
         with pytest.raises(ValueError):
             parse_steps(bad, 30)
     with pytest.raises(ValueError, match="'2ep'"):  # the message shows the accepted forms
@@ -135,7 +140,8 @@ def test_warmup_cosine_schedule_values():
     assert lr_at(cfg, 9, total, spe) == pytest.approx(1e-2)
     assert lr_at(cfg, 10, total, spe) == pytest.approx(1e-2)  # cosine starts at the peak
     assert lr_at(cfg, 60, total, spe) == pytest.approx((1e-2 + 1e-4) / 2)  # halfway
-    assert lr_at(cfg, 35, total, spe) == pytest.approx(1e-4 + 0.5 * (1e-2 - 1e-4) * (1 + math.cos(math.pi / 4)))
+    assert lr_at(cfg, 35, total, spe) == pytest.approx(
+        1e-4 + 0.5 * (1e-2 - 1e-4) * (1 + math.cos(math.pi / 4)))
     assert lr_at(cfg, 110, total, spe) == pytest.approx(1e-4)
     # Warmup in epochs.
     cfg_ep = TrainConfig(lr=1e-2, schedule="cosine", warmup_steps="0.2ep")
@@ -159,8 +165,8 @@ def test_step_schedule_values():
 
 
 def test_trainer_applies_the_schedule():
-    cfg = TrainConfig(batch_size=16, max_steps=8, lr=0.1, min_lr=0.0, schedule="cosine", warmup_steps=2,
-                      optimizer="sgd")
+    cfg = TrainConfig(batch_size=16, max_steps=8, lr=0.1, min_lr=0.0, schedule="cosine",
+                      warmup_steps=2, optimizer="sgd")
     t = _trainer(lambda: nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 10)), cfg, _images())
     seen = []
     for _ in range(8):
@@ -178,10 +184,12 @@ def test_unknown_optimizer_lists_valid():
 
 # -- engine features ---------------------------------------------------------------------------
 def test_gradient_accumulation_equals_one_larger_batch():
-    """accum_steps=2 with batch b = one step with batch 2b, when the sampler yields the same examples.
+    """accum_steps=2 with batch b = one step with batch 2b, when the sampler yields the same
+    examples.
 
-    The sampler draws b·accum examples per optimizer step (so a step never spans two epochs) and the
-    trainer splits them into micro-batches: with the same seed they are the examples of the big batch.
+    The sampler draws b·accum examples per optimizer step (so a step never spans two epochs) and
+    the trainer splits them into micro-batches: with the same seed they are the examples of the
+    big batch.
     No dropout or BatchNorm (LeNet5), SGD without momentum.
     """
     data = TensorData(torch.randn(128, 1, 28, 28, generator=torch.Generator().manual_seed(0)),
@@ -200,20 +208,23 @@ def test_gradient_accumulation_equals_one_larger_batch():
     for (name, p), q in zip(acc.model.named_parameters(), big.model.parameters()):
         assert (p - q).abs().max() <= 1e-6, name
     # The check can fail: plain batch b is a different training run.
-    assert max((p - q).abs().max() for p, q in zip(small.model.parameters(), big.model.parameters())) > 1e-3
+    assert max((p - q).abs().max()
+               for p, q in zip(small.model.parameters(), big.model.parameters())) > 1e-3
 
 
 def test_gradient_clipping_bounds_the_update():
-    """With SGD (lr 1, no momentum) the update is the clipped gradient: its norm is at most the clip."""
+    """With SGD (lr 1, no momentum) the update is the clipped gradient: its norm is at most the
+    clip."""
     data = _images(32, size=28, seed=3)
     data = TensorData(data.x[:, :1], data.y)
 
     def update_norm(clip):
-        t = _trainer(LeNet5, TrainConfig(batch_size=32, max_steps=1, optimizer="sgd", lr=1.0, momentum=0.0,
-                                         grad_clip=clip), data)
+        t = _trainer(LeNet5, TrainConfig(batch_size=32, max_steps=1, optimizer="sgd", lr=1.0,
+                                         momentum=0.0, grad_clip=clip), data)
         before = [p.detach().clone() for p in t.model.parameters()]
         t.step()
-        return math.sqrt(sum(float((p.detach() - b).pow(2).sum()) for p, b in zip(t.model.parameters(), before)))
+        return math.sqrt(sum(float((p.detach() - b).pow(2).sum())
+                             for p, b in zip(t.model.parameters(), before)))
 
     free = update_norm(None)
     assert free > 0.05
@@ -258,7 +269,8 @@ def test_early_stopping_with_patience():
     vals = [row["val_loss"] for row in p.log]
     assert len(vals) == p.step  # evaluated every step
     best = min(vals)
-    assert p.best_val == best and vals.index(best) == len(vals) - 4  # the last 3 evaluations did not improve
+    # the last 3 evaluations did not improve
+    assert p.best_val == best and vals.index(best) == len(vals) - 4
     assert all(v >= best for v in vals[-3:]) and p.bad_evals == 3
     # Without patience the same run goes to the end.
     t2 = _early_stopping_trainer(patience=None, max_steps=p.step + 5)
@@ -320,7 +332,8 @@ def test_active_stream_swaps_the_global_generator_in_and_out():
     assert torch.equal(first, torch.rand(3, generator=reference))
     assert torch.equal(second, torch.rand(3, generator=reference))
     with streams.active("init"):
-        assert torch.equal(torch.rand(2), torch.rand(2, generator=torch.Generator().manual_seed(11)))
+        assert torch.equal(torch.rand(2),
+                           torch.rand(2, generator=torch.Generator().manual_seed(11)))
     # An exception inside still restores the global generator.
     with pytest.raises(RuntimeError):
         with streams.active("augmentation"):
@@ -336,7 +349,8 @@ def test_stream_state_round_trip():
     b = RngStreams(Seeds())
     b.load_state_dict(a.state_dict())
     for name in STREAMS:
-        assert torch.equal(torch.rand(4, generator=a.gen[name]), torch.rand(4, generator=b.gen[name])), name
+        assert torch.equal(torch.rand(4, generator=a.gen[name]),
+                           torch.rand(4, generator=b.gen[name])), name
 
 
 def _drop_trainer(seeds, augment=True, steps=6):
@@ -359,7 +373,8 @@ def test_four_streams_are_independent():
     base = Seeds(1, 2, 3, 4)
     batches, weights = _drop_trainer(base)
     again_batches, again_weights = _drop_trainer(base)
-    assert all(torch.equal(a, b) for a, b in zip(batches, again_batches)) and _same_weights(weights, again_weights)
+    assert (all(torch.equal(a, b) for a, b in zip(batches, again_batches))
+            and _same_weights(weights, again_weights))
 
     for stream in ("init", "augmentation", "dropout"):
         b, w = _drop_trainer(base.replace(**{stream: 99}))
@@ -375,13 +390,15 @@ def test_four_streams_are_independent():
 
 def test_trainer_state_round_trip_continues_identically(tmp_path):
     def make(seeds):
-        cfg = TrainConfig(batch_size=16, max_steps=20, lr=1e-2, augment=True, schedule="cosine", warmup_steps=3)
+        cfg = TrainConfig(batch_size=16, max_steps=20, lr=1e-2, augment=True, schedule="cosine",
+                          warmup_steps=3)
         return _trainer(TinyDropNet, cfg, _images(64), seeds, augment=crop_and_flip("cifar10"))
 
     a = make(Seeds(1, 2, 3, 4))
     a.run(7)  # mid-epoch
     save_state(tmp_path / "s.safetensors", a.state_dict())
-    for seeds in (Seeds(1, 2, 3, 4), Seeds(5, 6, 7, 8)):  # the checkpoint's streams replace the trainer's
+    # the checkpoint's streams replace the trainer's
+    for seeds in (Seeds(1, 2, 3, 4), Seeds(5, 6, 7, 8)):
         b = make(seeds)
         b.load_state_dict(load_state(tmp_path / "s.safetensors"))
         assert b.progress.step == 7
@@ -395,11 +412,14 @@ def test_trainer_state_round_trip_continues_identically(tmp_path):
 def test_run_identity():
     spec = RunSpec("lenet5", "mnist")
     assert spec.identity() == {"model": "lenet5", "dataset": "mnist"}  # defaults don't appear
-    explicit_defaults = RunSpec("lenet5", "mnist", TrainConfig(batch_size=64, lr=1e-3), Seeds(0, 0, 0, 0))
-    assert explicit_defaults.identity() == spec.identity() and explicit_defaults.run_id == spec.run_id
+    explicit_defaults = RunSpec("lenet5", "mnist", TrainConfig(batch_size=64, lr=1e-3),
+                                Seeds(0, 0, 0, 0))
+    assert (explicit_defaults.identity() == spec.identity()
+            and explicit_defaults.run_id == spec.run_id)
     lr = RunSpec("lenet5", "mnist", TrainConfig(lr=0.01, batch_size=64))
     assert lr.identity() == {"model": "lenet5", "dataset": "mnist", "train": {"lr": 0.01}}
-    assert RunSpec("lenet5", "mnist", TrainConfig(lr=0.01)).run_id == lr.run_id  # same spec, same id
+    # same spec, same id
+    assert RunSpec("lenet5", "mnist", TrainConfig(lr=0.01)).run_id == lr.run_id
     ids = {spec.run_id, lr.run_id,
            RunSpec("lenet5", "mnist", seeds=Seeds(data_order=1)).run_id,
            RunSpec("lenet5", "cifar10").run_id,
@@ -408,7 +428,8 @@ def test_run_identity():
            RunSpec("lenet5", "mnist", TrainConfig(max_steps="2ep")).run_id}
     assert len(ids) == 7
     assert spec.run_id.startswith("lenet5-")
-    assert RunSpec("lenet5", "mnist", seeds=Seeds(data_order=1)).identity()["seeds"]["data_order"] == 1
+    assert RunSpec("lenet5", "mnist",
+                   seeds=Seeds(data_order=1)).identity()["seeds"]["data_order"] == 1
     # The folder depends on the spec only: not on the root, the device or the checkpoint interval.
     data = TensorData(torch.zeros(4, 1), torch.zeros(4, dtype=torch.long))
     r1 = Run(lr, Path("/a"), LeNet5, data, device="cpu", ckpt_every=5)
@@ -418,19 +439,23 @@ def test_run_identity():
 
 def _setup(root, data_dir, **kw) -> Setup:
     """LeNet5 on the first 512 training and 256 test images of MNIST (as `mnist_small`)."""
-    cfg = TrainConfig(batch_size=64, max_steps=16, lr=2e-3, schedule="cosine", warmup_steps=2, eval_every=8)
-    split = {s: Ref.of("data", "vision", name="mnist", split=s, limit=n) for s, n in (("train", 512), ("test", 256))}
-    return Setup("unit", "lenet5", "mnist512", Ref.of("model", "lenet5", num_classes=10), split["train"],
-                 split["test"], cfg, root, n_alpha=3, eval_batch_size=256, data_dir=str(data_dir), **kw)
+    cfg = TrainConfig(batch_size=64, max_steps=16, lr=2e-3, schedule="cosine", warmup_steps=2,
+                      eval_every=8)
+    split = {s: Ref.of("data", "vision", name="mnist", split=s, limit=n)
+             for s, n in (("train", 512), ("test", 256))}
+    return Setup("unit", "lenet5", "mnist512", Ref.of("model", "lenet5", num_classes=10),
+                 split["train"], split["test"], cfg, root, n_alpha=3, eval_batch_size=256,
+                 data_dir=str(data_dir), **kw)
 
 
 def test_same_seeds_give_identical_weights(tmp_path, data_dir, mnist_small):
-    one, two = _setup(tmp_path / "one", data_dir).trunk(0), _setup(tmp_path / "two", data_dir).trunk(0)
+    one, two = (_setup(tmp_path / "one", data_dir).trunk(0),
+                _setup(tmp_path / "two", data_dir).trunk(0))
     one.ensure([8])
     two.ensure([8])
     assert one.dir != two.dir and one.dir.name == two.dir.name
-    assert json.loads((one.dir / "spec.json").read_text()) == json.loads(json.dumps(one.spec.identity(),
-                                                                                    default=list))
+    assert json.loads((one.dir / "spec.json").read_text()) == json.loads(
+        json.dumps(one.spec.identity(), default=list))
     for step in (8, 16):
         _assert_same(one.state(step), two.state(step), f"step {step}")
     assert not _same_weights(one.weights(), one.weights(0))  # it did train
@@ -438,10 +463,12 @@ def test_same_seeds_give_identical_weights(tmp_path, data_dir, mnist_small):
     # Another data order: other weights. LeNet5 has no dropout and no augmentation here, so changing
     # those two streams must change nothing at all.
     spec = one.spec
-    other_order = Run(RunSpec(spec.model, spec.dataset, spec.train, spec.seeds.replace(data_order=12345)),
+    other_order = Run(RunSpec(spec.model, spec.dataset, spec.train,
+                              spec.seeds.replace(data_order=12345)),
                       tmp_path / "three", LeNet5, mnist_small[0])
     assert not _same_weights(other_order.weights(), one.weights())
-    unused = Run(RunSpec(spec.model, spec.dataset, spec.train, spec.seeds.replace(dropout=1, augmentation=2)),
+    unused = Run(RunSpec(spec.model, spec.dataset, spec.train,
+                         spec.seeds.replace(dropout=1, augmentation=2)),
                  tmp_path / "three", LeNet5, mnist_small[0])
     assert unused.dir != one.dir and _same_weights(unused.weights(), one.weights())
 
@@ -453,7 +480,8 @@ def test_finished_run_is_not_trained_again(tmp_path, data_dir, monkeypatch):
     def stamp(p):
         return p.stat().st_ino, p.stat().st_mtime_ns
 
-    files = {p: stamp(p) for p in run.dir.rglob("*") if p.is_file() and p.name not in ("spec.json", ".lock")}
+    files = {p: stamp(p) for p in run.dir.rglob("*")
+             if p.is_file() and p.name not in ("spec.json", ".lock")}
     _StepCounter(monkeypatch, forbid=True)
     again = _setup(tmp_path, data_dir).trunk(0)  # a new object, as in a re-executed notebook
     assert again.final_step() == 16 and _same_weights(again.weights(), weights)
@@ -475,10 +503,12 @@ def test_child_continues_schedule_and_optimizer_from_spawn_step(tmp_path, data_d
         # Adam's step count went on from the parent's 8: the optimizer state was not reset.
         assert all(float(s["step"]) == 16 for s in state["optimizer"]["state"].values())
         assert state["scheduler"]["lr"] == pytest.approx(lr_at(setup.train, 15, 16, 8))
-        assert [row["step"] for row in state["progress"]["log"]] == [8, 16]  # the parent's log, then its own
+        # the parent's log, then its own
+        assert [row["step"] for row in state["progress"]["log"]] == [8, 16]
     assert not _same_weights(states[0]["model"], states[1]["model"])  # own data orders
     assert not _same_weights(states[0]["model"], trunk.weights())
-    # Spawned at k = 0, a child starts from the trunk's initialization (its own init seed is unused).
+    # Spawned at k = 0, a child starts from the trunk's initialization (its own init seed is
+    # unused).
     kid0 = setup.child(trunk, 0, 16, "spawn", 0, 0, 0)
     assert _same_weights(kid0.weights(0), trunk.weights(0))
     assert not _same_weights(kid0.weights(), trunk.weights())
@@ -516,7 +546,8 @@ def test_finished_study_is_not_computed_again(tmp_path, data_dir, monkeypatch):
     assert second.folder == first.folder
     pd.testing.assert_frame_equal(second.barriers, first.barriers, check_exact=False, rtol=1e-12)
     pd.testing.assert_frame_equal(second.curves, first.curves, check_exact=False, rtol=1e-12)
-    # Without the study's tables, they are recomputed from the finished runs, still without training.
+    # Without the study's tables, they are recomputed from the finished runs, still without
+    # training.
     for name in ("curves.csv", "barriers.csv"):
         (first.folder / name).unlink()
     shutil.rmtree(first.folder / "pairs")
@@ -527,7 +558,8 @@ def test_finished_study_is_not_computed_again(tmp_path, data_dir, monkeypatch):
 
 # -- resuming a killed run ---------------------------------------------------------------------
 WORKER = '''
-"""Trains one run (ReducedVGG, dropout, augmentation, warmup + cosine, val set) and reports each step."""
+"""Trains one run (ReducedVGG, dropout, augmentation, warmup + cosine, val set) and reports each
+step."""
 import sys
 import time
 
@@ -543,14 +575,15 @@ from lmcnb.train import TrainConfig
 TOTAL = 40
 CKPT_EVERY = 5
 SPEC = RunSpec("reduced_vgg", "synthetic32",
-               TrainConfig(batch_size=8, max_steps=TOTAL, lr=1e-3, schedule="cosine", warmup_steps=5,
-                           augment=True, eval_every=10, patience=100),
+               TrainConfig(batch_size=8, max_steps=TOTAL, lr=1e-3, schedule="cosine",
+                           warmup_steps=5, augment=True, eval_every=10, patience=100),
                Seeds.from_base(7, "resume"))
 
 
 def data(seed, n):
     g = torch.Generator().manual_seed(seed)
-    return TensorData(torch.randn(n, 3, 32, 32, generator=g), torch.randint(0, 10, (n,), generator=g))
+    return TensorData(torch.randn(n, 3, 32, 32, generator=g),
+                      torch.randint(0, 10, (n,), generator=g))
 
 
 def make_run(root, hooks=()):
@@ -615,7 +648,8 @@ def test_killed_run_resumes_to_bit_identical_weights(tmp_path, monkeypatch):
 
     straight = worker.make_run(tmp_path / "straight")
     straight.final_step()
-    _assert_same(load_state(run.ckpt_path(worker.TOTAL)), load_state(straight.ckpt_path(worker.TOTAL)),
+    _assert_same(load_state(run.ckpt_path(worker.TOTAL)),
+                 load_state(straight.ckpt_path(worker.TOTAL)),
                  f"killed after step {step}, resumed from {last}")
     assert (run.dir / "log.csv").read_text() == (straight.dir / "log.csv").read_text()
     assert run.done == straight.done

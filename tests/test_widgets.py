@@ -14,13 +14,20 @@ from PIL import Image
 
 from lmcnb import widgets as W
 from lmcnb.data import MEAN, STD, TensorData
-from lmcnb.interpolate import Interpolator, alpha_grid, eval_subset, interpolate_state, interpolation_curve
+from lmcnb.interpolate import (
+    Interpolator,
+    alpha_grid,
+    eval_subset,
+    interpolate_state,
+    interpolation_curve,
+)
 from lmcnb.models import build_model
 
 
 @pytest.fixture(scope="module")
 def pair(mnist_small):
-    """A LeNet5 scratch model, two different states, a 5-point curve on real MNIST, and the test data."""
+    """A LeNet5 scratch model, two different states, a 5-point curve on real MNIST, and the test
+    data."""
     train, test = mnist_small
     torch.manual_seed(0)
     model = build_model("lenet5", 10)
@@ -28,7 +35,8 @@ def pair(mnist_small):
     torch.manual_seed(1)
     b = build_model("lenet5", 10).state_dict()
     splits = {"train": eval_subset(train, 1, 256, "cpu"), "test": eval_subset(test, 1, 256, "cpu")}
-    curves, _ = interpolation_curve(model, a, b, splits, alpha_grid(5), batch_size=256, progress=False)
+    curves, _ = interpolation_curve(model, a, b, splits, alpha_grid(5), batch_size=256,
+                                    progress=False)
     return model, a, b, curves, test
 
 
@@ -83,14 +91,20 @@ def test_static_slider_is_linked_in_javascript_without_python_callbacks(pair, mo
     model, a, b, curves, _ = pair
     monkeypatch.setenv("LMCNB_LIVE", "0")
     box = W.alpha_slider(curves, model, a, b, RecordingView())
-    (play,), (slider,), (stack,) = find(box, widgets.Play), find(box, widgets.IntSlider), find(box, widgets.Stack)
+    (play,), (slider,), (stack,) = (find(box, widgets.Play), find(box, widgets.IntSlider),
+                                    find(box, widgets.Stack))
     assert slider.max == play.max == len(stack.children) - 1
-    links = [w for w in widgets.Widget.get_manager_state()["state"].values() if w["model_name"] == "LinkModel"]
+    links = [w for w in widgets.Widget.get_manager_state()["state"].values()
+             if w["model_name"] == "LinkModel"]
     ends = {(tuple(w["state"]["source"]), tuple(w["state"]["target"])) for w in links}
-    ref = lambda w, name: (f"IPY_MODEL_{w.model_id}", name)  # noqa: E731
+
+    def ref(w, name):
+        return (f"IPY_MODEL_{w.model_id}", name)
+
     assert (ref(play, "value"), ref(slider, "value")) in ends
     assert (ref(slider, "value"), ref(stack, "selected_index")) in ends
-    assert not slider._trait_notifiers.get("value", {}).get("change"), "static slider has a Python callback"
+    assert not slider._trait_notifiers.get("value", {}).get("change"), (
+        "static slider has a Python callback")
 
 
 def test_live_slider_recomputes_at_any_alpha_including_extrapolation(pair):
@@ -111,7 +125,8 @@ def test_live_slider_recomputes_at_any_alpha_including_extrapolation(pair):
 def test_curves_of_one_pair_only_and_bn_reset_rows_left_out(pair, monkeypatch):
     model, a, b, curves, _ = pair
     monkeypatch.setenv("LMCNB_LIVE", "0")
-    both = pd.concat([curves.assign(bn_reset=False), curves.assign(bn_reset=True, loss=curves.loss + 1)])
+    both = pd.concat([curves.assign(bn_reset=False),
+                      curves.assign(bn_reset=True, loss=curves.loss + 1)])
     view = RecordingView()
     box = W.alpha_slider(both, model, a, b, view)
     assert len(find(box, widgets.Stack)[0].children) == curves.alpha.nunique()
@@ -124,7 +139,8 @@ def test_curves_of_one_pair_only_and_bn_reset_rows_left_out(pair, monkeypatch):
     ("1", False, True), ("0", True, False), (None, True, True), (None, False, False)])
 def test_live_default(monkeypatch, env, jupyter, expected):
     monkeypatch.delitem(sys.modules, "google.colab", raising=False)
-    for name, value in (("LMCNB_LIVE", env), ("JPY_SESSION_NAME", "chapter.ipynb" if jupyter else None)):
+    for name, value in (("LMCNB_LIVE", env),
+                        ("JPY_SESSION_NAME", "chapter.ipynb" if jupyter else None)):
         if value is None:
             monkeypatch.delenv(name, raising=False)
         else:
@@ -161,7 +177,8 @@ def test_display_pixels_undo_normalisation_or_rescale():
     mean, std = (0.5, 0.25, 0.1), (0.2, 0.3, 0.4)
     raw = torch.rand(2, 3, 4, 4)
     normalised = (raw - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
-    np.testing.assert_allclose(W.display_pixels(normalised, mean, std), raw.permute(0, 2, 3, 1).numpy(), atol=1e-6)
+    np.testing.assert_allclose(W.display_pixels(normalised, mean, std),
+                               raw.permute(0, 2, 3, 1).numpy(), atol=1e-6)
     scaled = W.display_pixels(normalised)
     assert scaled.shape == (2, 4, 4, 3)
     np.testing.assert_allclose(scaled.reshape(2, -1).min(1), 0, atol=1e-6)
