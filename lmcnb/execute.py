@@ -2,7 +2,7 @@
 
     python -m lmcnb.execute --profile book --out _build/executed --build   # the published book
     python -m lmcnb.execute --profile smoke --out _build/smoke              # CI: execute only
-    python -m lmcnb.execute --out _build/smoke --no-execute --build         # build from executed copies
+    python -m lmcnb.execute --out _build/smoke --no-execute --build   # from executed copies
 
 Jupyter Book cannot pass parameters, so the chapters are executed here first and the book is built
 from the executed copies (`execute_notebooks: "off"` in _config.yml): the pages, `_config.yml`,
@@ -23,16 +23,18 @@ from pathlib import Path
 from .sweep import check_names
 
 REPO = Path(__file__).resolve().parent.parent
-CHAPTERS = ("cnn_baselines", "gpt_shakespeare")
+CHAPTERS = ("cnn_baselines", "gpt_shakespeare", "measure_your_own")
 SITE = REPO / "_build" / "site"
 HTML = REPO / "_build" / "html"
 # (folder in node_modules, folder under <html>/vendor, files or folders copied from it)
 VENDOR = (
     ("requirejs", ".", ("require.js",)),
     ("@jupyter-widgets/html-manager/dist", "html-manager",
-     ("embed-amd.js", "*.woff2", "*.woff", "*.ttf", "*.eot", "*.svg")),  # the fonts load beside the script
+     # the fonts load beside the script
+     ("embed-amd.js", "*.woff2", "*.woff", "*.ttf", "*.eot", "*.svg")),
     ("mathjax/es5", "mathjax",
-     ("tex-mml-chtml.js", "input/tex/extensions", "input/mml/extensions", "output/chtml", "ui", "a11y", "sre")),
+     ("tex-mml-chtml.js", "input/tex/extensions", "input/mml/extensions", "output/chtml", "ui",
+      "a11y", "sre")),
 )
 
 
@@ -62,12 +64,14 @@ def toc_chapters(toc: Path = REPO / "_toc.yml") -> list[str]:
 
     def files(node) -> list[str]:
         if isinstance(node, dict):
-            return ([node["file"]] if "file" in node else []) + [f for v in node.values() for f in files(v)]
+            own = [node["file"]] if "file" in node else []
+            return own + [f for v in node.values() for f in files(v)]
         if isinstance(node, list):
             return [f for v in node for f in files(v)]
         return []
 
-    return [f.split("/", 1)[1] for f in files(yaml.safe_load(toc.read_text())) if f.startswith("notebooks/")]
+    listed = files(yaml.safe_load(toc.read_text()))
+    return [f.split("/", 1)[1] for f in listed if f.startswith("notebooks/")]
 
 
 def install_js() -> Path:
@@ -79,8 +83,8 @@ def install_js() -> Path:
         return modules
     npm = shutil.which("npm")
     if npm is None:
-        raise RuntimeError("the book ships the widget and MathJax JavaScript from npm packages: install "
-                           "Node.js with npm (e.g. apt-get install -y npm), then re-run")
+        raise RuntimeError("the book ships the widget and MathJax JavaScript from npm packages: "
+                           "install Node.js with npm (e.g. apt-get install -y npm), then re-run")
     subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--ignore-scripts"], cwd=REPO, check=True)
     return modules
 
@@ -92,7 +96,8 @@ def copy_vendor(dest: Path, modules: Path) -> None:
         for pattern in entries:
             sources = sorted(root.glob(pattern))
             if not sources:
-                raise FileNotFoundError(f"{root / pattern} is missing: is node_modules complete? (npm ci)")
+                raise FileNotFoundError(f"{root / pattern} is missing: is node_modules complete? "
+                                        "(npm ci)")
             for src in sources:
                 out = dest / target / src.relative_to(root)
                 if src.is_dir():
@@ -103,10 +108,12 @@ def copy_vendor(dest: Path, modules: Path) -> None:
 
 
 def stage(executed: Path) -> Path:
-    """Assemble the book's source tree in `_build/site`: pages, configuration, executed chapters, JS."""
+    """Assemble the book's source tree in `_build/site`: pages, configuration, executed chapters,
+    JS."""
     chapters = toc_chapters()
     if sorted(chapters) != sorted(CHAPTERS):
-        raise ValueError(f"_toc.yml lists chapters {chapters} but lmcnb.execute.CHAPTERS is {list(CHAPTERS)}: "
+        raise ValueError(f"_toc.yml lists chapters {chapters} but lmcnb.execute.CHAPTERS is "
+                         f"{list(CHAPTERS)}: "
                          "list every executed chapter in both")
     missing = [c for c in chapters if not (executed / f"{c}.ipynb").exists()]
     if missing:
@@ -125,27 +132,32 @@ def stage(executed: Path) -> Path:
 
 
 def build(executed: Path) -> Path:
-    """Build the HTML book from the executed chapters in `executed`; warnings are errors. Returns `_build/html`."""
+    """Build the HTML book from the executed chapters in `executed`; warnings are errors.
+    Returns `_build/html`."""
     site = stage(executed)
     jupyter_book = Path(sys.executable).with_name("jupyter-book")
     command = str(jupyter_book) if jupyter_book.exists() else shutil.which("jupyter-book")
     if command is None:
         raise RuntimeError("jupyter-book is not installed (pip install -r requirements.txt)")
     shutil.rmtree(HTML, ignore_errors=True)
-    subprocess.run([command, "build", str(site), "--path-output", str(REPO), "--all", "--warningiserror",
+    subprocess.run([command, "build", str(site), "--path-output", str(REPO), "--all",
+                    "--warningiserror",
                     "--keep-going"], check=True)
     return HTML
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="book", choices=("smoke", "book", "paper"))
     ap.add_argument("--out", type=Path, required=True, help="folder of the executed notebooks")
     ap.add_argument("--only", nargs="*", default=list(CHAPTERS), help="chapters to run")
     ap.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "JSON"),
                     help="extra parameter, value as JSON (e.g. -p n_inits 3)")
-    ap.add_argument("--build", action="store_true", help="then build the book from --out into _build/html")
-    ap.add_argument("--no-execute", action="store_true", help="skip execution (use the copies already in --out)")
+    ap.add_argument("--build", action="store_true",
+                    help="then build the book from --out into _build/html")
+    ap.add_argument("--no-execute", action="store_true",
+                    help="skip execution (use the copies already in --out)")
     args = ap.parse_args(argv)
     params = {k: json.loads(v) for k, v in args.param}
     chapters = [] if args.no_execute else args.only
@@ -159,7 +171,8 @@ def main(argv: list[str] | None = None) -> None:
     for chapter in chapters:
         start = time.time()
         execute(chapter, args.out, args.profile, **params)
-        print(f"{chapter}: executed at profile {args.profile!r} in {time.time() - start:.0f} s", flush=True)
+        print(f"{chapter}: executed at profile {args.profile!r} in {time.time() - start:.0f} s",
+              flush=True)
     if args.build:
         start = time.time()
         html = build(args.out.resolve())

@@ -97,16 +97,16 @@ class Executor:
 class Serial(Executor):
     """Every task in this process, in the order given (dependencies come first)."""
 
-    threads: int | None = None  # None: the process's own setting
+    threads: int | None = None  # None: $LMCNB_THREADS if set, else the process's own setting
 
     def run(self, tasks: Sequence[Task], targets: Sequence[str]) -> list[Any]:
+        n = self.threads or (thread_budget(1) if os.environ.get("LMCNB_THREADS") else None)
         results: dict[str, Any] = {}
         for task in tasks:
             missing = [d for d in task.deps if d not in results]
             if missing:
                 raise ValueError(f"task {task.key} needs {missing}, which come later in the graph")
-            results[task.key] = call(task.fn, self.threads, *task.args,
-                                     *(results[d] for d in task.deps))
+            results[task.key] = call(task.fn, n, *task.args, *(results[d] for d in task.deps))
         return [results[k] for k in targets]
 
 

@@ -6,7 +6,7 @@ Data is preloaded on the device, so an α costs only its forward passes.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .data import TensorData
+from .metrics import STABLE_THRESHOLD, barriers, l2_distance
 from .train import evaluate, logits_of
 
 
@@ -140,3 +141,31 @@ def eval_subset(data: TensorData, eval_iters: int | str, batch_size: int,
         x = torch.empty_like(data.x, memory_format=torch.channels_last).copy_(data.x)
         data = TensorData(x, data.y, data.classes)
     return data
+
+
+def pair_tables(model: nn.Module, state_a: dict[str, torch.Tensor],
+                state_b: dict[str, torch.Tensor], splits: dict[str, TensorData],
+                alphas: Iterable[float], *, batch_size: int, bn_reset_data: TensorData | None,
+                language_model: bool, threshold: float = STABLE_THRESHOLD,
+                progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The curves and barrier tables of one pair, with the columns of a chapter's tables.
+
+    Without `bn_reset_data` one curve (`bn_reset` False); with it, also the curve whose BatchNorm
+    statistics are recomputed on it after interpolating (`bn_reset` True).
+    """
+    alphas = list(alphas)
+    l2, l2_rel = l2_distance(state_a, state_b)
+    curves, rows = [], []
+    for reset in [False] if bn_reset_data is None else [False, True]:
+        curve, disagreement = interpolation_curve(
+            model, state_a, state_b, splits, alphas, batch_size=batch_size,
+            bn_reset_data=bn_reset_data if reset else None, progress=progress)
+        curve.insert(0, "bn_reset", reset)
+        curves.append(curve)
+        for split, c in curve.groupby("split", sort=False):
+            rows.append({"bn_reset": reset, "split": split,
+                         **barriers(c.alpha, c.loss, c.error, language_model, threshold),
+                         "l2_distance": l2, "l2_relative": l2_rel, "disagreement": disagreement,
+                         "error_a": float(c.error.iloc[0]), "error_b": float(c.error.iloc[-1]),
+                         "loss_a": float(c.loss.iloc[0]), "loss_b": float(c.loss.iloc[-1])})
+    return pd.concat(curves, ignore_index=True), pd.DataFrame(rows)

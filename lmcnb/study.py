@@ -26,8 +26,8 @@ import torch
 from .data import TensorData
 from .executors import Executor, Task, get_executor
 from .files import atomic_write_text
-from .interpolate import alpha_grid, eval_subset, has_batchnorm, interpolation_curve
-from .metrics import STABLE_THRESHOLD, aggregate, barriers, l2_distance, onset
+from .interpolate import alpha_grid, eval_subset, has_batchnorm, pair_tables
+from .metrics import STABLE_THRESHOLD, aggregate, onset
 from .params import at_least, batches_or_all, flag, step_list
 from .registry import Ref, build
 from .rng import Seeds, derive_seed
@@ -176,24 +176,12 @@ def compare(setup: Setup, a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]
     if cached[0] is not None and cached[1] is not None:
         return cached
     ev = _eval_data(setup)
-    resets = [False, True] if setup.bn_reset and has_batchnorm(ev["model"]) else [False]
-    l2, l2_rel = l2_distance(a, b)
-    curves, rows = [], []
-    for reset in resets:
-        curve, disagreement = interpolation_curve(
-            ev["model"], a, b, ev["splits"], alpha_grid(setup.n_alpha),
-            batch_size=setup.eval_batch_size, bn_reset_data=ev["bn"] if reset else None)
-        curve.insert(0, "bn_reset", reset)
-        curves.append(curve)
-        for split, c in curve.groupby("split", sort=False):
-            rows.append({"bn_reset": reset, "split": split,
-                         **barriers(c.alpha, c.loss, c.error, setup.language_model,
-                                    setup.threshold),
-                         "l2_distance": l2, "l2_relative": l2_rel, "disagreement": disagreement,
-                         "error_a": float(c.error.iloc[0]), "error_b": float(c.error.iloc[-1]),
-                         "loss_a": float(c.loss.iloc[0]), "loss_b": float(c.loss.iloc[-1])})
+    reset = setup.bn_reset and has_batchnorm(ev["model"])
+    curves_df, barriers_df = pair_tables(
+        ev["model"], a, b, ev["splits"], alpha_grid(setup.n_alpha),
+        batch_size=setup.eval_batch_size, bn_reset_data=ev["bn"] if reset else None,
+        language_model=setup.language_model, threshold=setup.threshold)
     lead = {"chapter": setup.chapter, "model": setup.model, "dataset": setup.dataset, **key}
-    curves_df, barriers_df = pd.concat(curves, ignore_index=True), pd.DataFrame(rows)
     for df in (curves_df, barriers_df):
         for i, (col, val) in enumerate(lead.items()):
             df.insert(i, col, val)

@@ -1,0 +1,249 @@
+"""Measure your own models: the curve and every barrier of one pair of checkpoints.
+
+    m = measure(model_a, model_b, {"train": train_loader, "test": test_loader})
+    m.barriers   # per split: loss and error barriers, instability, midpoint, α*, l2, disagreement
+    m.plot()
+    m.slider(view)
+
+A pair is two modules of one architecture, two state dicts with `model=` to load them into, or two
+folders written by `save_pretrained`. Data is a `DataLoader` or any iterable of `(x, y)` batches,
+or a `TensorData`. It is read once and held on the device, so every α sees the same examples, and
+the chapters' engine evaluates it (`interpolation_curve`, then `barriers`): the numbers are those
+a chapter computes for the same pair on the same examples.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ipywidgets as widgets
+import matplotlib.pyplot as plt
+import pandas as pd
+import torch
+from torch import nn
+
+from .data import TensorData
+from .interpolate import alpha_grid, eval_subset, has_batchnorm, pair_tables
+from .metrics import STABLE_THRESHOLD
+from .params import at_least, pick_device
+from .plots import SPLIT_STYLE
+from .train import logits_of
+from .widgets import View, alpha_slider
+
+State = dict[str, torch.Tensor]
+Checkpoint = nn.Module | Mapping[str, torch.Tensor] | str | os.PathLike
+Data = TensorData | Iterable[tuple[torch.Tensor, torch.Tensor]]
+DEFAULT_BATCH = 1000  # examples per forward pass when the data gives no batch size
+
+
+@dataclass
+class Measurement:
+    """One pair measured: `curves` (one row per split and α) and `barriers` (one per split).
+
+    With a BatchNorm reset both tables hold each row twice, `bn_reset` False and True. `model`
+    is scratch space for θ(α); `state_a` and `state_b` are copies of the two ends (on the CPU).
+    """
+
+    curves: pd.DataFrame
+    barriers: pd.DataFrame
+    model: nn.Module
+    state_a: State
+    state_b: State
+
+    def plot(self, title: str = "") -> plt.Figure:
+        """Loss and error along α, one line per split (train dashed, test solid)."""
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.3), constrained_layout=True)
+        for ax, metric in zip(axes, ("loss", "error")):
+            for (reset, split), c in self.curves.groupby(["bn_reset", "split"], sort=False):
+                ax.plot(c.alpha, c[metric], SPLIT_STYLE.get(split, "-."), color=f"C{int(reset)}",
+                        label=f"{split}, BatchNorm reset" if reset else split)
+            ax.set_xlabel("α")
+            ax.set_ylabel(metric)
+        axes[1].legend(fontsize=8)
+        fig.suptitle(title)
+        return fig
+
+    def slider(self, view: View, *, live: bool | None = None, title: str = "") -> widgets.Widget:
+        """The book's α-slider for this pair (see `lmcnb.widgets.alpha_slider`)."""
+        return alpha_slider(self.curves, self.model, self.state_a, self.state_b, view, live=live,
+                            title=title)
+
+
+def measure(a: Checkpoint, b: Checkpoint, data: Data | Mapping[str, Data], *,
+            model: nn.Module | None = None, model_class: type | None = None,
+            logits: Callable[[Any], torch.Tensor] | None = None, n_alpha: int = 30,
+            bn_reset: bool | Data = False, language_model: bool = False,
+            threshold: float = STABLE_THRESHOLD, device: str = "auto",
+            batch_size: int | None = None, progress: bool = True) -> Measurement:
+    """Interpolate from `a` (α = 0) to `b` (α = 1) on `n_alpha` points; every barrier per split.
+
+    `a`, `b`: two modules of one architecture (left untouched); two state dicts, with `model` a
+    module of their architecture; or two `save_pretrained` folders, loaded with `model_class`
+    (default: the class their config names, e.g. `GPT2LMHeadModel`).
+    `data`: one split (named "test") or a mapping of names to splits. The "test" split also gives
+    the prediction disagreement of A and B.
+    `logits`: for a model whose output is not logits (or an object with `.logits`), a function
+    from its output to logits of shape (..., classes) with one row per target in y. The loss is
+    the mean cross-entropy and the error the top-1 error over every target (the next-token ones
+    for a language model), as in the chapters.
+    `bn_reset`: after interpolating, recompute the BatchNorm statistics on the "train" split
+    (`True`) or on the data given; both curves are reported.
+    `language_model`: also report the relative perplexity instability, and judge stability by it.
+    `batch_size`: examples per forward pass; default: the first batch's size (else 1000).
+    Every input is checked before the first α is evaluated.
+    """
+    alphas = alpha_grid(n_alpha)
+    net, state_a, state_b = _load_pair(a, b, model, model_class)
+    if isinstance(data, Mapping):
+        if not data:
+            raise ValueError("data holds no split")
+        named = dict(data)
+    else:
+        named = {"test": data}
+    read = {name: _materialize(name, d) for name, d in named.items()}
+    if batch_size is None:
+        batch_size = next((n for _, n in read.values() if n), DEFAULT_BATCH)
+    at_least("batch_size", batch_size, 1)
+    device = pick_device(device)
+    net.to(device).eval()
+    if logits is not None:
+        net.register_forward_hook(lambda module, args, output: logits(output))
+    splits = {name: eval_subset(d, "all", batch_size, device) for name, (d, _) in read.items()}
+    reset_data = _reset_data(bn_reset, net, splits, batch_size, device)
+    _check_output(net, splits)
+    curves, table = pair_tables(net, state_a, state_b, splits, alphas, batch_size=batch_size,
+                                bn_reset_data=reset_data, language_model=language_model,
+                                threshold=threshold, progress=progress)
+    return Measurement(curves, table, net, state_a, state_b)
+
+
+def _load_pair(a: Checkpoint, b: Checkpoint, model: nn.Module | None = None,
+              model_class: type | None = None) -> tuple[nn.Module, State, State]:
+    """A scratch module of the pair's architecture and CPU copies of both state dicts (in the
+    module's key order), checked to hold the same tensors (names and shapes). Modules given are
+    left untouched."""
+    kind = _kind(a)
+    if kind != _kind(b) or kind not in ("module", "state dict", "folder"):
+        raise TypeError("a and b must be two modules, two state dicts or two save_pretrained "
+                        f"folders (got a {_kind(a)} and a {_kind(b)})")
+    if kind == "state dict":
+        if model is None:
+            raise TypeError("a and b are state dicts: pass model=, a module of their architecture")
+        net = copy.deepcopy(model)
+        _same_tensors(net.state_dict(), a, "model=", "a")
+    else:
+        if model is not None:
+            raise TypeError("model= is the module to load two state dicts into; "
+                            f"a and b are {kind}s")
+        if kind == "folder":
+            a, b = (_from_pretrained(Path(f), model_class) for f in (a, b))
+        if type(a) is not type(b):
+            raise ValueError(f"a and b are different architectures: {type(a).__name__} and "
+                             f"{type(b).__name__}")
+        net = a if kind == "folder" else copy.deepcopy(a)
+        a, b = a.state_dict(), b.state_dict()
+    _same_tensors(a, b, "a", "b")
+    order = net.state_dict().keys()  # the module's order, whatever order a file kept them in
+    return net, *({k: s[k].detach().to("cpu", copy=True) for k in order} for s in (a, b))
+
+
+def _kind(checkpoint: Any) -> str:
+    if isinstance(checkpoint, nn.Module):
+        return "module"
+    if isinstance(checkpoint, Mapping):
+        return "state dict"
+    if isinstance(checkpoint, (str, os.PathLike)):
+        return "folder"
+    return type(checkpoint).__name__
+
+
+def _from_pretrained(folder: Path, model_class: type | None) -> nn.Module:
+    """`model_class.from_pretrained(folder)`, the class named in the folder's config by default."""
+    config = folder / "config.json"
+    if not config.is_file():
+        raise ValueError(f"{folder} is not a folder written by save_pretrained (no config.json)")
+    if model_class is None:
+        import transformers
+
+        names = json.loads(config.read_text()).get("architectures") or []
+        if not names or not hasattr(transformers, names[0]):
+            raise ValueError(f"{config} names no transformers model class (architectures: "
+                             f"{names}): pass model_class=, e.g. transformers.AutoModelForCausalLM")
+        model_class = getattr(transformers, names[0])
+    return model_class.from_pretrained(folder)
+
+
+def _same_tensors(first: Mapping[str, torch.Tensor], second: Mapping[str, torch.Tensor],
+                  name_1: str, name_2: str) -> None:
+    """Refuse two state dicts that do not hold the same tensor names and shapes."""
+    only_1, only_2 = sorted(first.keys() - second.keys()), sorted(second.keys() - first.keys())
+    if only_1 or only_2:
+        raise ValueError(f"{name_1} and {name_2} are not one architecture: keys only in {name_1}: "
+                         f"{only_1[:5]}{' …' * (len(only_1) > 5)}, only in {name_2}: "
+                         f"{only_2[:5]}{' …' * (len(only_2) > 5)}")
+    for key, t in first.items():
+        other = tuple(second[key].shape)
+        if tuple(t.shape) != other:
+            raise ValueError(f"{name_1} and {name_2} are not one architecture: {key!r} has shape "
+                             f"{tuple(t.shape)} in {name_1}, {other} in {name_2}")
+
+
+def _materialize(name: str, data: Data) -> tuple[TensorData, int | None]:
+    """A split as one `TensorData` (its batches concatenated), and its first batch's size."""
+    if isinstance(data, TensorData):
+        out, first = data, None
+    else:
+        xs, ys = [], []
+        for batch in data:
+            if not (isinstance(batch, (tuple, list)) and len(batch) == 2
+                    and all(isinstance(t, torch.Tensor) for t in batch)):
+                raise TypeError(f"split {name!r}: a batch must be an (x, y) pair of tensors "
+                                f"(got {type(batch).__name__})")
+            xs.append(batch[0])
+            ys.append(batch[1])
+        if not xs:
+            raise ValueError(f"split {name!r} is empty: its loader gave no batches")
+        out, first = TensorData(torch.cat(xs), torch.cat(ys)), len(ys[0])
+    if len(out) == 0:
+        raise ValueError(f"split {name!r} is empty")
+    if out.y.is_floating_point():
+        raise TypeError(f"split {name!r}: targets must be class indices (integers), "
+                        f"not {out.y.dtype}")
+    return out, first
+
+
+def _reset_data(bn_reset: bool | Data, net: nn.Module, splits: dict[str, TensorData],
+                batch_size: int, device: str) -> TensorData | None:
+    """The examples a BatchNorm reset recomputes the statistics on (None: no reset)."""
+    if bn_reset is False:
+        return None
+    if not has_batchnorm(net):
+        raise ValueError("bn_reset: the model has no BatchNorm layer to reset")
+    if bn_reset is True:
+        if "train" not in splits:
+            raise ValueError("bn_reset=True resets on the 'train' split, and data has none: name "
+                             "one, or pass the reset data as bn_reset=")
+        return splits["train"]
+    return eval_subset(_materialize("bn_reset", bn_reset)[0], "all", batch_size, device)
+
+
+@torch.inference_mode()
+def _check_output(net: nn.Module, splits: dict[str, TensorData]) -> None:
+    """Refuse a model whose output on two examples of each split is not logits for its targets."""
+    for name, data in splits.items():
+        out, y = logits_of(net, data.x[:2]), data.y[:2]
+        if not (isinstance(out, torch.Tensor) and out.dim() >= 2
+                and out.flatten(0, -2).shape[0] == y.numel()):
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(f"split {name!r}: the model's output ({shape}) is not logits with one "
+                             f"row per target (targets {tuple(y.shape)}); pass logits=, a function "
+                             "from the output to such logits")
+        low, high, classes = int(data.y.min()), int(data.y.max()), out.shape[-1]
+        if low < 0 or high >= classes:
+            raise ValueError(f"split {name!r}: targets run from {low} to {high}, but the model "
+                             f"gives {classes} logits per target")
