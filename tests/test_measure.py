@@ -11,6 +11,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from lmcnb import interpolate
 from lmcnb import measure as M
 from lmcnb import widgets as W
 from lmcnb.data import TensorData
@@ -176,7 +177,7 @@ def empty_loader() -> DataLoader:
 ])
 def test_bad_input_fails_before_any_evaluation(small, monkeypatch, case, expected):
     evaluated = []
-    monkeypatch.setattr(M, "interpolation_curve", lambda *a, **k: evaluated.append(1))
+    monkeypatch.setattr(interpolate, "interpolation_curve", lambda *a, **k: evaluated.append(1))
     a, b, data, *kwargs = case(small["test"])
     with pytest.raises((ValueError, TypeError)) as info:
         M.measure(a, b, data, **(kwargs[0] if kwargs else {}))
