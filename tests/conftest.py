@@ -47,3 +47,42 @@ def offline(monkeypatch):
     from lmcnb import text
 
     monkeypatch.setattr(text, "hub_reachable", lambda timeout=3.0: False)
+
+
+@pytest.fixture(scope="session")
+def mnist_setup(data_dir):
+    """A factory of LeNet5-on-MNIST `Setup`s over the first `n_train` / `n_test` images."""
+    from lmcnb.registry import Ref
+    from lmcnb.study import Setup
+    from lmcnb.train import TrainConfig
+
+    def make(root, n_train: int = 512, n_test: int = 256, train: TrainConfig | None = None,
+             **overrides) -> Setup:
+        split = {s: Ref.of("data", "vision", name="mnist", split=s, limit=n)
+                 for s, n in (("train", n_train), ("test", n_test))}
+        return Setup("unit", "lenet5", "mnist", Ref.of("model", "lenet5", num_classes=10),
+                     split["train"], split["test"],
+                     train or TrainConfig(batch_size=64, max_steps=8), root,
+                     model_args=(("num_classes", 10),), data_dir=str(data_dir),
+                     **{"n_alpha": 3, "eval_batch_size": 256, **overrides})
+
+    return make
+
+
+@pytest.fixture
+def fails_first(tmp_path):
+    """Execute a chapter at the smoke profile with bad `parameters`; return the error it fails
+    with, after checking that no training started."""
+    import papermill
+
+    def run(notebook: Path, **parameters) -> str:
+        runs = tmp_path / "runs"
+        with pytest.raises(papermill.PapermillExecutionError) as info:
+            papermill.execute_notebook(
+                str(notebook), str(tmp_path / "out.ipynb"), progress_bar=False,
+                parameters={"profile": "smoke", "runs_dir": str(runs), **parameters},
+                cwd=str(notebook.parent.parent))
+        assert not (runs / "train").exists(), "training started before the parameters were checked"
+        return f"{info.value.ename}: {info.value.evalue}"
+
+    return run

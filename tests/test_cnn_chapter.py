@@ -3,22 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import papermill
 import pytest
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "cnn_baselines.ipynb"
-
-
-def run_notebook(tmp_path: Path, **parameters) -> str:
-    """Execute the chapter at the smoke profile; return the error text it fails with."""
-    runs = tmp_path / "runs"
-    with pytest.raises(papermill.PapermillExecutionError) as info:
-        papermill.execute_notebook(str(NOTEBOOK), str(tmp_path / "out.ipynb"), progress_bar=False,
-                                   parameters={"profile": "smoke", "runs_dir": str(runs),
-                                               **parameters},
-                                   cwd=str(NOTEBOOK.parent.parent))
-    assert not (runs / "train").exists(), "training started before the parameters were checked"
-    return f"{info.value.ename}: {info.value.evalue}"
 
 
 @pytest.mark.parametrize(("parameters", "expected"), [
@@ -36,16 +23,16 @@ def run_notebook(tmp_path: Path, **parameters) -> str:
     ({"model": "lenet5", "spawn_steps": [0, "abc"]}, ["spawn_steps: not a step count: 'abc'"]),
     ({"model": "lenet5", "executor": "locale"}, ["executor must be one of", '"serial"']),
 ])
-def test_bad_parameter_fails_first(tmp_path, parameters, expected):
-    message = run_notebook(tmp_path, **parameters)
+def test_bad_parameter_fails_first(fails_first, parameters, expected):
+    message = fails_first(NOTEBOOK, **parameters)
     for text in expected:
         assert text in message, message
 
 
-def test_missing_dataset_names_files_and_folder(tmp_path, monkeypatch):
+def test_missing_dataset_names_files_and_folder(tmp_path, fails_first, monkeypatch):
     monkeypatch.setenv("LMCNB_OFFLINE", "1")
     empty = tmp_path / "nodata"
-    message = run_notebook(tmp_path, model="lenet5", data_dir=str(empty))
+    message = fails_first(NOTEBOOK, model="lenet5", data_dir=str(empty))
     assert "DatasetMissing" in message and "mnist" in message
     assert "train-images-idx3-ubyte.gz" in message and str(empty / "mnist") in message
 

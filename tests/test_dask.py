@@ -18,7 +18,7 @@ import torch
 from lmcnb.executors import Dask, Serial, Task, call, get_executor
 from lmcnb.registry import Ref
 from lmcnb.runs import Run, RunSpec
-from lmcnb.study import Setup, _train_task, main_branch_study, spawn_study
+from lmcnb.study import _train_task, main_branch_study, spawn_study
 from lmcnb.sweep import main as sweep_main
 from lmcnb.sweep import parse_grid, parse_values, sweep
 from lmcnb.train import TrainConfig
@@ -26,15 +26,8 @@ from lmcnb.train import TrainConfig
 REPO = Path(__file__).resolve().parents[1]
 CNN = REPO / "notebooks" / "cnn_baselines.ipynb"
 DASK = Path(sys.executable).with_name("dask")
-
-
-def _setup(root, data_dir) -> Setup:
-    split = {s: Ref.of("data", "vision", name="mnist", split=s, limit=n)
-             for s, n in (("train", 1024), ("test", 512))}
-    return Setup("unit", "lenet5", "mnist", Ref.of("model", "lenet5", num_classes=10),
-                 split["train"], split["test"], TrainConfig(batch_size=64, max_steps=16), root,
-                 model_args=(("num_classes", 10),), data_dir=str(data_dir), n_alpha=5,
-                 eval_iters=1, eval_batch_size=256)
+SMALL = {"n_train": 1024, "n_test": 512, "train": TrainConfig(batch_size=64, max_steps=16),
+         "n_alpha": 5, "eval_iters": 1}
 
 
 def _same_tables(a: Path, b: Path) -> bool:
@@ -88,8 +81,10 @@ def processes(tmp_path_factory, data_dir):
             log.close()
 
 
-def test_study_on_a_local_cluster_gives_the_serial_tables_byte_for_byte(tmp_path, data_dir, local):
-    serial, dask = _setup(tmp_path / "serial", data_dir), _setup(tmp_path / "dask", data_dir)
+def test_study_on_a_local_cluster_gives_the_serial_tables_byte_for_byte(tmp_path, mnist_setup,
+                                                                        local):
+    serial = mnist_setup(tmp_path / "serial", **SMALL)
+    dask = mnist_setup(tmp_path / "dask", **SMALL)
     for study, args in ((spawn_study, ([0, 8], 2, 2)), (main_branch_study, ([0, 4], [4, 8]))):
         a = study(serial, *args, executor=Serial(threads=1))
         b = study(dask, *args, executor=local)
@@ -101,11 +96,12 @@ def test_study_on_a_local_cluster_gives_the_serial_tables_byte_for_byte(tmp_path
             and {e["threads"] for e in events} == {1})
 
 
-def test_study_through_real_scheduler_and_worker_processes(tmp_path, data_dir, processes):
-    a = spawn_study(_setup(tmp_path / "serial", data_dir), [0, 8], 2, executor=Serial(threads=1))
+def test_study_through_real_scheduler_and_worker_processes(tmp_path, mnist_setup, processes):
+    a = spawn_study(mnist_setup(tmp_path / "serial", **SMALL), [0, 8], 2,
+                    executor=Serial(threads=1))
     ex = get_executor(str(processes))  # a chapter's executor="<scheduler file>"
     try:
-        b = spawn_study(_setup(tmp_path / "dask", data_dir), [0, 8], 2, executor=str(processes))
+        b = spawn_study(mnist_setup(tmp_path / "dask", **SMALL), [0, 8], 2, executor=str(processes))
     finally:
         ex.close()
     assert _same_tables(a.folder, b.folder)
@@ -144,8 +140,8 @@ def test_a_worker_killed_mid_training_resumes_from_its_checkpoint_bit_identicall
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_the_same_run_requested_twice_at_once_is_trained_once(tmp_path, data_dir, local):
-    run = _setup(tmp_path, data_dir).trunk(0)
+def test_the_same_run_requested_twice_at_once_is_trained_once(tmp_path, mnist_setup, local):
+    run = mnist_setup(tmp_path, **SMALL).trunk(0)
     futures = [local.submit(_train_task, run, (8,), key=f"duplicate-{i}") for i in range(2)]
     done = local.client.gather(futures)
     assert done[0].spec.run_id == done[1].spec.run_id
@@ -205,9 +201,9 @@ def test_sweep_through_real_processes_four_points(tmp_path, processes, monkeypat
 
 CRASHING = {
     "cells": [
-        {"cell_type": "code", "metadata": {"tags": ["parameters"]}, "source": "marker = ''",
-         "outputs": [], "execution_count": None},
-        {"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None,
+        {"id": "parameters", "cell_type": "code", "metadata": {"tags": ["parameters"]},
+         "source": "marker = ''", "outputs": [], "execution_count": None},
+        {"id": "crash", "cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None,
          "source": "import os\nif not os.path.exists(marker):\n    open(marker, 'w').close()\n"
                    "    os.kill(os.getpid(), 9)  # the kernel dies on the first try only"},
     ],

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import papermill
 import pytest
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "gpt_shakespeare.ipynb"
@@ -17,14 +16,7 @@ NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "gpt_shakespea
     ({"fine_tune": "yes"}, ["fine_tune must be True or False"]),
     ({"max_iter": 10}, ["unknown parameter(s) ['max_iter']", "max_iters"]),
 ])
-def test_bad_parameter_fails_first(tmp_path, parameters, expected):
-    runs = tmp_path / "runs"
-    with pytest.raises(papermill.PapermillExecutionError) as info:
-        papermill.execute_notebook(str(NOTEBOOK), str(tmp_path / "out.ipynb"), progress_bar=False,
-                                   parameters={"profile": "smoke", "runs_dir": str(runs),
-                                               **parameters},
-                                   cwd=str(NOTEBOOK.parent.parent))
-    assert not (runs / "train").exists(), "training started before the parameters were checked"
-    message = f"{info.value.ename}: {info.value.evalue}"
+def test_bad_parameter_fails_first(fails_first, parameters, expected):
+    message = fails_first(NOTEBOOK, **parameters)
     for text in expected:
         assert text in message, message

@@ -21,36 +21,28 @@ from lmcnb import gpt, text
 from lmcnb.checkpoint import CheckpointError, load_state
 from lmcnb.files import atomic_write_text
 from lmcnb.registry import Ref
-from lmcnb.study import Setup, spawn_study
+from lmcnb.study import spawn_study
 from lmcnb.train import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-def _setup(root, data_dir) -> Setup:
-    split = {s: Ref.of("data", "vision", name="mnist", split=s, limit=n)
-             for s, n in (("train", 512), ("test", 256))}
-    return Setup("unit", "lenet5", "mnist", Ref.of("model", "lenet5", num_classes=10),
-                 split["train"], split["test"], TrainConfig(batch_size=64, max_steps=8), root,
-                 model_args=(("num_classes", 10),), data_dir=str(data_dir), n_alpha=3,
-                 eval_batch_size=256)
-
-
 @pytest.fixture
-def study(tmp_path, data_dir):
+def study(tmp_path, mnist_setup):
     """A finished spawn study (1 init, k = 0 and 4, 2 children) and its tables' bytes."""
-    first = spawn_study(_setup(tmp_path, data_dir), [0, 4], n_children=2)
+    first = spawn_study(mnist_setup(tmp_path), [0, 4], n_children=2)
     tables = {name: (first.folder / name).read_bytes() for name in ("curves.csv", "barriers.csv")}
     return first.folder, tables
 
 
-def _rerun(tmp_path, data_dir, folder: Path, tables: dict[str, bytes], drop_pairs: bool = True):
+def _rerun(mnist_setup, tmp_path, folder: Path, tables: dict[str, bytes],
+           drop_pairs: bool = True):
     """Remove the study's tables (and its pair cache), run it again, compare byte for byte."""
     for name in tables:
         (folder / name).unlink()
     if drop_pairs:
         shutil.rmtree(folder / "pairs")
-    again = spawn_study(_setup(tmp_path, data_dir), [0, 4], n_children=2)
+    again = spawn_study(mnist_setup(tmp_path), [0, 4], n_children=2)
     assert again.folder == folder
     for name, data in tables.items():
         assert (folder / name).read_bytes() == data, name
@@ -69,51 +61,53 @@ def _flip(path: Path, n: int = 16, into: int = 64) -> None:
     path.write_bytes(bytes(data))
 
 
-def test_flipped_bytes_in_a_child_checkpoint_are_detected_and_recreated(tmp_path, data_dir, study):
+def test_flipped_bytes_in_a_child_checkpoint_are_detected_and_recreated(
+        tmp_path, mnist_setup, study):
     folder, tables = study
     child = _children(tmp_path)[0]
     final = max((child / "ckpt").glob("step-*.safetensors"))
     _flip(final)
     with pytest.raises(CheckpointError, match=f"{final}.*checksum"):
         load_state(final)
-    _rerun(tmp_path, data_dir, folder, tables)
+    _rerun(mnist_setup, tmp_path, folder, tables)
     assert final.with_suffix(".damaged").exists()
     events = [json.loads(line) for line in (child / "events.jsonl").read_text().splitlines()]
     assert any(e["event"] == "damaged" and e["file"] == final.name for e in events)
 
 
-def test_a_checkpoint_replaced_by_its_siblings_is_refused_and_recreated(tmp_path, data_dir, study):
+def test_a_checkpoint_replaced_by_its_siblings_is_refused_and_recreated(
+        tmp_path, mnist_setup, study):
     folder, tables = study
     one, two = _children(tmp_path)[:2]
     name = max((one / "ckpt").glob("step-*.safetensors")).name
     shutil.copy2(two / "ckpt" / name, one / "ckpt" / name)
     with pytest.raises(CheckpointError, match="belongs to"):
         load_state(one / "ckpt" / name, identity={"run": one.name})
-    _rerun(tmp_path, data_dir, folder, tables)
+    _rerun(mnist_setup, tmp_path, folder, tables)
 
 
-def test_a_truncated_pair_table_is_recomputed(tmp_path, data_dir, study):
+def test_a_truncated_pair_table_is_recomputed(tmp_path, mnist_setup, study):
     folder, tables = study
     pair = sorted((folder / "pairs").glob("*.curves.csv"))[0]
     pair.write_text("\n".join(pair.read_text().splitlines()[:-3]) + "\n")
     with pytest.warns(UserWarning, match="does not match its digest"):
-        _rerun(tmp_path, data_dir, folder, tables, drop_pairs=False)
+        _rerun(mnist_setup, tmp_path, folder, tables, drop_pairs=False)
 
 
-def test_a_truncated_study_table_is_recomputed(tmp_path, data_dir, study):
+def test_a_truncated_study_table_is_recomputed(tmp_path, mnist_setup, study):
     folder, tables = study
     barriers = folder / "barriers.csv"
     barriers.write_text("\n".join(barriers.read_text().splitlines()[:-1]) + "\n")
     with pytest.warns(UserWarning, match="does not match its digest"):
-        again = spawn_study(_setup(tmp_path, data_dir), [0, 4], n_children=2)
+        again = spawn_study(mnist_setup(tmp_path), [0, 4], n_children=2)
     assert set(again.barriers.spawn_step) == {0, 4}
     for name, data in tables.items():
         assert (folder / name).read_bytes() == data
 
 
-def test_an_emptied_done_record_is_rewritten_without_training(tmp_path, data_dir, study,
+def test_an_emptied_done_record_is_rewritten_without_training(tmp_path, mnist_setup, study,
                                                               monkeypatch):
-    run = _setup(tmp_path, data_dir).trunk(0)
+    run = mnist_setup(tmp_path).trunk(0)
     done, weights = (run.dir / "done.json").read_text(), run.weights()
     (run.dir / "done.json").write_text("")
     from lmcnb.train import Trainer
@@ -153,9 +147,8 @@ def test_a_changed_pretrained_folder_is_refused_where_it_is_built(tmp_path):
         build(ref)
 
 
-def test_a_non_finite_loss_stops_training_with_a_clear_error(tmp_path, data_dir):
-    setup = _setup(tmp_path, data_dir)
-    bad = Setup(**{**setup.__dict__, "train": TrainConfig(batch_size=64, max_steps=8, lr=1e30)})
+def test_a_non_finite_loss_stops_training_with_a_clear_error(tmp_path, mnist_setup):
+    bad = mnist_setup(tmp_path, train=TrainConfig(batch_size=64, max_steps=8, lr=1e30))
     with pytest.raises(FloatingPointError, match=r"non-finite training loss .* at step \d+"):
         bad.trunk(0).final_step()
     assert not (tmp_path / "train" / bad.trunk(0).spec.run_id / "done.json").exists()
