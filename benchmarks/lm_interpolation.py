@@ -23,7 +23,7 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
-from peak import matmul_peak  # benchmarks/peak.py, beside this script
+from peak import matmul_peak, step_seconds  # benchmarks/peak.py, beside this script
 
 import lmcnb  # noqa: F401  (sets the allocator options)
 from lmcnb import gpt, text
@@ -60,17 +60,6 @@ def trainer(config, data, batch_size: int, steps: int, seed: int) -> Trainer:
     return Trainer(model, cfg, data, streams)
 
 
-def step_seconds(config, data, batch_size: int, steps: int = 20) -> float:
-    """Mean seconds per optimizer step, after 3 untimed warm-up steps."""
-    t = trainer(config, data, batch_size, steps + 3, seed=2)
-    for _ in range(3):
-        t.step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        t.step()
-    return (time.perf_counter() - start) / steps
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -101,7 +90,8 @@ def main() -> None:
 
     print(f"load average at start: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     peaks = [matmul_peak()]
-    steps = [(batch, step_seconds(config, train, batch)) for batch in args.batch_sizes]
+    steps = [(batch, step_seconds(trainer(config, train, batch, 23, seed=2), 20))
+             for batch in args.batch_sizes]
     peaks.append(matmul_peak())
     states = []
     for seed in (0, 1):

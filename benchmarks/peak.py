@@ -1,4 +1,5 @@
-"""The fp32 matrix-multiply peak both benchmarks compare their achieved GFLOP/s with."""
+"""What the benchmarks measure alike: the fp32 matrix-multiply peak they compare their achieved
+GFLOP/s with, and the time of a training step."""
 from __future__ import annotations
 
 import time
@@ -18,3 +19,14 @@ def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
         torch.mm(a, b, out=out)
         best = min(best, time.perf_counter() - t)
     return 2 * n**3 / best / 1e9
+
+
+def step_seconds(trainer, steps: int, warmup: int = 3) -> float:
+    """Mean seconds per optimizer step of an `lmcnb.train.Trainer`, after `warmup` untimed steps."""
+    for _ in range(warmup):
+        trainer.step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        trainer.step()
+    return (time.perf_counter() - start) / steps
+

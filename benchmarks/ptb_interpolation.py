@@ -32,7 +32,7 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
-from peak import matmul_peak  # benchmarks/peak.py, beside this script
+from peak import matmul_peak, step_seconds  # benchmarks/peak.py, beside this script
 
 import lmcnb  # noqa: F401  (sets the allocator options)
 from lmcnb.data import TensorData
@@ -81,17 +81,6 @@ def trainer(cfg: TransformerLMConfig, data: TensorData, steps: int, seed: int) -
     return Trainer(model, TrainConfig(max_steps=steps, **RECIPE), data, streams)
 
 
-def step_seconds(cfg: TransformerLMConfig, data: TensorData, steps: int) -> float:
-    """Mean seconds per optimizer step, after 3 untimed warm-up steps."""
-    t = trainer(cfg, data, steps + 3, seed=2)
-    for _ in range(3):
-        t.step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        t.step()
-    return (time.perf_counter() - start) / steps
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -122,7 +111,8 @@ def main() -> None:
 
     print(f"load average at start: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     peaks = [matmul_peak()]
-    step_s = step_seconds(cfg, chunks["train"], args.timed_steps)
+    step_s = step_seconds(trainer(cfg, chunks["train"], args.timed_steps + 3, seed=2),
+                          args.timed_steps)
     peaks.append(matmul_peak())
     states = []
     for seed in (0, 1):
