@@ -120,9 +120,7 @@ class Run:
             done = json.loads(path.read_text())
             return (done if isinstance(done, dict) and isinstance(done.get("final_step"), int)
                     else None)
-        except FileNotFoundError:
-            return None
-        except (ValueError, OSError):
+        except (ValueError, OSError):  # missing, or unreadable
             return None
 
     def saved_steps(self) -> list[int]:

@@ -237,8 +237,7 @@ def sweep(notebook: str | os.PathLike, grid: Mapping[str, list],
             try:
                 finished(future.result())
             except Exception as exc:  # the kernel died on every try
-                finished({"point": future.key.removeprefix("point-"), "status": "failed",
-                          "error": f"{type(exc).__name__}: {exc}"})
+                finished(_failed(future.key.removeprefix("point-"), exc))
     else:
         for params, folder in pending:
             finished(_serial_point(args(params, folder), retries, getattr(ex, "threads", None)))
@@ -248,16 +247,20 @@ def sweep(notebook: str | os.PathLike, grid: Mapping[str, list],
 
 
 def _serial_point(args: tuple, retries: int, threads: int | None) -> dict[str, Any]:
+    """`run_point` in this process, tried again (up to `retries` times) when its kernel dies."""
     from .executors import call
 
-    for attempt in range(retries + 1):
+    for _ in range(retries + 1):
         try:
             return call(run_point, threads, *args)
-        except Exception as exc:  # a dead kernel: try again
-            if attempt == retries:
-                return {"point": Path(args[2]).name, "status": "failed",
-                        "error": f"{type(exc).__name__}: {exc}"}
-    raise AssertionError("unreachable")
+        except Exception as exc:  # a dead kernel
+            error = exc
+    return _failed(Path(args[2]).name, error)
+
+
+def _failed(point: str, exc: BaseException) -> dict[str, Any]:
+    """The record of a point whose kernel died on every try."""
+    return {"point": point, "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
 
 
 def _merge(out: Path, records: list[dict[str, Any]], by_id: dict[str, dict], names: list[str]):
