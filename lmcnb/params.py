@@ -5,6 +5,7 @@ with a message that lists the valid values.
 """
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -16,15 +17,48 @@ MACHINE_PARAMETERS = ("data_dir", "runs_dir", "device", "executor")  # not part 
 
 
 def resolve(profiles: Mapping[str, Mapping[str, Any]], profile: str,
-            **given: Any) -> SimpleNamespace:
-    """The profile's values with every non-None entry of `given` on top."""
+            namespace: Mapping[str, Any] | None = None, /, *,
+            aliases: Mapping[str, str] | None = None, **given: Any) -> SimpleNamespace:
+    """The profile's values with every parameter that is not None on top.
+
+    A chapter passes `globals()`: its parameters cell is the one list of names, so every key of
+    the profile must be declared there (a profile key the cell lacks is an error), and a name of
+    the cell that is not None overrides the profile. A dict given for a dict-valued key (a section
+    such as a fine-tuning recipe, or per-model values) updates that section key by key; any other
+    value replaces it. `aliases` maps other names a user may know (a source's flag names) to
+    `"key"` or `"section.key"`.
+    """
     if profile not in profiles:
         raise ValueError(f"unknown profile {profile!r}; valid: {', '.join(profiles)}")
-    values = dict(profiles[profile])
-    unknown = set(given) - set(values) - set(MACHINE_PARAMETERS)
+    values = copy.deepcopy(dict(profiles[profile]))
+    aliases = dict(aliases or {})
+    names = set(values) | set(MACHINE_PARAMETERS) | set(aliases)
+    if namespace is not None:
+        undeclared = set(values) - set(namespace)
+        if undeclared:
+            raise ValueError(f"profile key(s) {sorted(undeclared)} are not declared in the "
+                             "parameters cell")
+        given = {**{k: namespace.get(k) for k in names if k in namespace}, **given}
+    unknown = set(given) - names
     if unknown:
         raise ValueError(f"unknown parameter(s) {sorted(unknown)}; valid: {sorted(values)}")
-    values.update({k: v for k, v in given.items() if v is not None})
+    for name, value in given.items():
+        if value is None or name in MACHINE_PARAMETERS:
+            continue
+        section, _, key = aliases.get(name, name).partition(".")
+        if key:
+            value = {key: value}
+        current = values.get(section)
+        if isinstance(current, dict) and isinstance(value, dict):
+            allowed = set().union(*(p.get(section) or {} for p in profiles.values()
+                                    if isinstance(p.get(section), dict)))
+            bad = set(value) - allowed
+            if bad:
+                raise ValueError(f"unknown key(s) {sorted(bad)} in {section}; valid: "
+                                 f"{sorted(allowed)}")
+            current.update(value)
+        else:
+            values[section] = value
     values.update({k: given.get(k) for k in MACHINE_PARAMETERS})
     values["runs_dir"] = runs_root(values["runs_dir"])
     values["profile"] = profile

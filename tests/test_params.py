@@ -50,6 +50,41 @@ def test_resolve_accepts_machine_parameters(tmp_path):
     assert p.data_dir == str(tmp_path) and p.device == "cpu"
 
 
+SECTIONS = {
+    "smoke": {"n_alpha": 5, "finetune": {"lr": 1e-3, "steps": 4}, "n_inits": {"a": 1, "b": 2}},
+    "book": {"n_alpha": 11, "finetune": {"lr": 3e-3, "steps": 150}, "n_inits": {"a": 3}},
+    "paper": {"n_alpha": 30, "finetune": {"lr": 1e-4, "steps": 1000}, "n_inits": 3},
+}
+
+
+def test_resolve_reads_the_parameters_cell_namespace():
+    cell = {"n_alpha": 7, "finetune": None, "n_inits": None, "colab": False, "unrelated": 1}
+    p = resolve(SECTIONS, "book", cell)
+    assert p.n_alpha == 7 and p.finetune == {"lr": 3e-3, "steps": 150}
+    with pytest.raises(ValueError, match=r"\['finetune'\] are not declared"):
+        resolve(SECTIONS, "book", {"n_alpha": None, "n_inits": None})
+
+
+def test_resolve_merges_sections_key_by_key_and_checks_their_keys():
+    cell = {"n_alpha": None, "finetune": {"steps": 10}, "n_inits": {"b": 4}}
+    p = resolve(SECTIONS, "book", cell)
+    assert p.finetune == {"lr": 3e-3, "steps": 10}  # the section's other keys stay
+    assert p.n_inits == {"a": 3, "b": 4}
+    assert SECTIONS["book"]["finetune"]["steps"] == 150  # the table is not modified
+    p = resolve(SECTIONS, "book", {**cell, "n_inits": 5})  # a plain value replaces a section
+    assert p.n_inits == 5
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['step'\] in finetune; valid: "
+                                         r"\['lr', 'steps'\]"):
+        resolve(SECTIONS, "book", {**cell, "finetune": {"step": 10}})
+
+
+def test_resolve_aliases_name_a_key_or_a_section_key():
+    cell = {"n_alpha": None, "finetune": None, "n_inits": None, "ft_iters": 12, "alphas": 9}
+    p = resolve(SECTIONS, "smoke", cell,
+                aliases={"ft_iters": "finetune.steps", "alphas": "n_alpha"})
+    assert p.finetune == {"lr": 1e-3, "steps": 12} and p.n_alpha == 9
+
+
 def test_choose():
     assert choose("model", "lenet5", ["lenet5", "alexnet"]) == "lenet5"
     assert choose("n", 2, range(5)) == 2
