@@ -42,7 +42,7 @@ book: env accepted
 test: env accepted
 	$(NPM_CHECK)
 	$(CHROMIUM_CHECK)
-	$(BIN)/ruff check lmcnb tests benchmarks
+	$(BIN)/ruff check lmcnb tests benchmarks notebooks
 	$(BIN)/python -m pytest -q tests --ignore=tests/test_browser.py
 	$(BIN)/python -m lmcnb.execute --profile smoke --out _build/smoke
 	LMCNB_RUNS=$(CURDIR)/_build/nbval-runs $(BIN)/python -m pytest -q --nbval-lax -p no:cacheprovider _build/smoke/*.ipynb

@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from .metrics import STABLE_THRESHOLD
+from .metrics import STABLE_THRESHOLD, mean_ci
 from .study import Results, Setup, spawn_children
 
 
@@ -144,14 +144,28 @@ def k_star_text(k_star: int | None) -> str:
     return "none tested" if k_star is None else str(k_star)
 
 
-def pair_slider(setup: Setup, results: Results, view: Any, k: int = 0, *, init: int = 0,
+def pair_slider(setup: Setup, results: Results, view: Any = None, k: int = 0, *, init: int = 0,
                 n_children: int = 2, device: str = "cpu", title: str | None = None):
-    """The α-slider of the first pair of children spawned at `k` (replicate `init`)."""
+    """The α-slider of the first pair of children spawned at `k` (replicate `init`); `view`
+    defaults to 16 test images with the interpolated network's predictions."""
+    from .data import MEAN, STD
     from .registry import build
-    from .widgets import alpha_slider
+    from .widgets import alpha_slider, image_predictions_view
 
+    if view is None:
+        view = image_predictions_view(setup.load(setup.test_data), n=16,
+                                      mean=MEAN.get(setup.dataset), std=STD.get(setup.dataset))
     a, b = (kid.weights() for kid in spawn_children(setup, init, k, n_children)[:2])
     c = results.curves
     curve = c[(c.spawn_step == k) & (c.replicate == init) & (c.pair == 0)]
     return alpha_slider(curve, build(setup.net, setup.data_dir).to(device), a, b, view,
                         title=title or f"{setup.model}, children spawned at k={k}")
+
+
+def accuracy(results: Results, split: str = "test") -> tuple[float, float]:
+    """Mean accuracy of the children spawned at the first spawn step (each trained the whole
+    length), with its 95% CI over pairs."""
+    b = results.barriers
+    first = b[(b.split == split) & (b.spawn_step == b.spawn_step.min())
+              & ~b.get("bn_reset", pd.Series(False, index=b.index)).astype(bool)]
+    return mean_ci(1 - (first.error_a + first.error_b) / 2)

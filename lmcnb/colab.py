@@ -16,14 +16,16 @@ DRIVE_MOUNT = "/content/drive"
 DRIVE_RUNS = "lmcnb-runs"  # the runs folder inside MyDrive when `drive_dir` is None
 
 SETUP_CELL = f"""\
-# Set-up: in Colab, install lmcnb and (with colab=True) keep runs on Google Drive. Elsewhere: nothing.
+# Set-up: in Colab, install lmcnb and (colab=True) keep runs on Google Drive. Elsewhere: nothing.
 import sys
+
 if "google.colab" in sys.modules:
     !pip install -q "lmcnb @ git+{REPOSITORY}"
 import lmcnb.colab
 import lmcnb.params
+
 lmcnb.params.check_injected()  # papermill: a parameter this notebook does not declare is an error
-runs_dir = lmcnb.colab.setup(colab, drive_dir, runs_dir)"""  # noqa: E501  (the notebooks' cell 2, verbatim)
+runs_dir = lmcnb.colab.setup(colab, drive_dir, runs_dir)"""  # the notebooks' third cell, verbatim
 
 
 def setup(colab: bool, drive_dir: str | os.PathLike | None,

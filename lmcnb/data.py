@@ -91,6 +91,17 @@ class TensorData:
         return dataclasses.replace(self, x=self.x.to(device), y=self.y.to(device))
 
 
+def carve(data: TensorData, fraction: float, seed: int = 0) -> dict[str, TensorData]:
+    """Split `data` into `"train"` and `"val"`: `val` is a fixed random `fraction` of the examples
+    (drawn with `seed`), both keep the original order."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"holdout fraction must be in (0, 1), got {fraction!r}")
+    n_val = max(1, round(fraction * len(data)))
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+    keep = {"val": order[:n_val].sort().values, "train": order[n_val:].sort().values}
+    return {name: TensorData(data.x[idx], data.y[idx], data.classes) for name, idx in keep.items()}
+
+
 @dataclass(frozen=True)
 class _Source:
     """Where a dataset's files live (relative to the root) and where to get them."""

@@ -20,10 +20,12 @@ import sys
 import time
 from pathlib import Path
 
+from .files import atomic_write
 from .sweep import check_names
 
 REPO = Path(__file__).resolve().parent.parent
-CHAPTERS = ("cnn_baselines", "gpt_shakespeare", "measure_your_own")
+CHAPTERS = ("cnn_baselines", "gpt_shakespeare", "ptb_transformer", "vit_platon",
+            "measure_your_own")
 SITE = REPO / "_build" / "site"
 HTML = REPO / "_build" / "html"
 # (folder in node_modules, folder under <html>/vendor, files or folders copied from it)
@@ -39,22 +41,36 @@ VENDOR = (
 
 
 def execute(chapter: str, out_dir: Path, profile: str, **parameters) -> Path:
-    """Run notebooks/<chapter>.ipynb at `profile` into `out_dir`; returns the executed copy.
-
-    The kernel gets `LMCNB_LIVE=0`, so α-sliders are built in their static (kernel-free) form.
-    """
-    import papermill
-
+    """Run notebooks/<chapter>.ipynb at `profile` into `out_dir`; returns the executed copy."""
     if chapter not in CHAPTERS:
         raise ValueError(f"unknown chapter {chapter!r}; valid: {', '.join(CHAPTERS)}")
     notebook = REPO / "notebooks" / f"{chapter}.ipynb"
     check_names(notebook, ["profile", *parameters])
-    out_dir.mkdir(parents=True, exist_ok=True)
-    out = out_dir / f"{chapter}.ipynb"
-    os.environ["LMCNB_LIVE"] = "0"
-    papermill.execute_notebook(str(notebook), str(out),
-                               parameters={"profile": profile, **parameters}, cwd=str(REPO),
+    return execute_page(notebook, out_dir / f"{chapter}.ipynb",
+                        {"profile": profile, **parameters})
+
+
+def execute_page(notebook: Path, out: Path, parameters: dict) -> Path:
+    """Execute `notebook` with papermill into `out`, as a page of the book; returns `out`.
+
+    The kernel gets `LMCNB_LIVE=0`, so α-sliders are built in their static (kernel-free) form,
+    and `LMCNB_PROGRESS=0` (`lmcnb.progress`), so progress bars leave nothing on the page. The
+    cell papermill injects after the parameters cell is tagged `hide-cell`: the page shows it
+    collapsed, like the parameters cell, below the chapter's title.
+    """
+    import nbformat
+    import papermill
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    os.environ.update(LMCNB_LIVE="0", LMCNB_PROGRESS="0")
+    papermill.execute_notebook(str(notebook), str(out), parameters=parameters, cwd=str(REPO),
                                progress_bar=False)
+    executed = nbformat.read(out, as_version=4)
+    for cell in executed.cells:
+        tags = cell.metadata.get("tags", [])
+        if "injected-parameters" in tags and "hide-cell" not in tags:
+            cell.metadata["tags"] = [*tags, "hide-cell"]
+    atomic_write(out, lambda tmp: nbformat.write(executed, str(tmp)))
     return out
 
 

@@ -164,7 +164,8 @@ class Dask(Executor):
 
     def run(self, tasks: Sequence[Task], targets: Sequence[str]) -> list[Any]:
         from distributed import as_completed
-        from tqdm.auto import tqdm
+
+        from .progress import bar
 
         budgets = self.budgets()
         futures: dict[str, Any] = {}
@@ -172,8 +173,8 @@ class Dask(Executor):
             futures[task.key] = self.submit(task.fn, *task.args, *(futures[d] for d in task.deps),
                                             key=task.key, budgets=budgets)
         try:
-            for future in tqdm(as_completed(list(futures.values())), total=len(futures),
-                               desc="tasks", leave=False, mininterval=1.0):
+            for future in bar(as_completed(list(futures.values())), total=len(futures),
+                              desc="tasks", leave=False, mininterval=1.0):
                 if future.status == "error":
                     future.result()  # raises the task's error here
             return self.client.gather([futures[k] for k in targets])

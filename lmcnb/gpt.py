@@ -15,13 +15,15 @@ from typing import Any
 import torch
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-from .params import at_least
-from .pretrained import pretrained_id, publish, same_weights
+from .chapter import Claim, at_step, k_star_text, pct
+from .interpolate import alpha_grid
+from .params import at_least, choose
+from .pretrained import from_hub, pretrained_id, publish, same_weights
 from .registry import Ref, build
 from .rng import Seeds
 from .runs import Run, RunSpec, folder_lock
-from .study import Setup
-from .text import Tokenizer, encode, from_hub, token_windows, tokenizer_id
+from .study import Results, Setup
+from .text import Tokenizer, encode, token_windows, tokenizer_id
 from .train import TrainConfig
 
 # GPT-2 uses GELU's tanh approximation ("gelu_new"); models trained here use the exact GELU,
@@ -42,7 +44,7 @@ class GPTConfig:
 
 
 GPT_CONFIGS = {
-    "GPT2": GPTConfig(12, 12, 768, 1024, "bpe", dropout=0.1),  # 124M with GPT-2's 50257 tokens
+    "GPT2": GPTConfig(12, 12, 768, 1024, "bpe"),  # 124M with GPT-2's 50257 tokens
     "MinGPT": GPTConfig(6, 6, 384, 256, "bpe"),  # 30M
     "CompactGPT": GPTConfig(6, 6, 192, 64, "bpe"),  # 12M
     "ToyGPT": GPTConfig(4, 4, 32, 8, "bpe"),
@@ -88,9 +90,13 @@ def build_gpt(config: GPT2Config) -> GPT2LMHeadModel:
 
 
 # -- pretrained checkpoints ----------------------------------------------------------------------
-def load_pretrained(source: str) -> GPT2LMHeadModel:
-    """`GPT2LMHeadModel.from_pretrained(source)` for a hub id ("gpt2") or a local directory."""
-    model = from_hub(GPT2LMHeadModel, source)
+def load_pretrained(source: str, dropout: float | None = 0.0) -> GPT2LMHeadModel:
+    """`GPT2LMHeadModel.from_pretrained(source)` for a hub id ("gpt2") or a local directory, with
+    every dropout rate set to `dropout` (the source fine-tuned without any; the hub's GPT-2
+    config says 0.1); `None` keeps the checkpoint's own."""
+    rates = {} if dropout is None else dict.fromkeys(("resid_pdrop", "embd_pdrop", "attn_pdrop"),
+                                                     dropout)
+    model = from_hub(GPT2LMHeadModel, source, **rates)
     model.config.use_cache = False
     return model
 
@@ -177,9 +183,12 @@ def text_sample_view(tokenizer: Tokenizer, prompt: str, max_new_tokens: int, see
 # -- chapter set-up ----------------------------------------------------------------------------
 def lm_train_config(*, batch_size: int, sim_batch_size: int, max_iters: int, warmup_steps: int,
                     max_steps: int | None = None, lr: float, min_lr: float,
-                    weight_decay: float = 0.1, log_every: int = 50) -> TrainConfig:
-    """The seed's recipe: AdamW β = (0.9, 0.95), warmup then cosine from `lr` to `min_lr`, clip 1.0,
-    and `sim_batch_size / batch_size` accumulated micro-batches per optimizer step.
+                    optimizer: str = "adam", weight_decay: float = 0.0,
+                    log_every: int = 50) -> TrainConfig:
+    """The source's recipe: Adam β = (0.9, 0.95), no weight decay, warmup then cosine from `lr`
+    to `min_lr`, clip 1.0, and `sim_batch_size / batch_size` accumulated micro-batches per
+    optimizer step (each a fresh batch). `optimizer="adamw"` with `weight_decay` is the usual
+    alternative.
 
     `max_steps` (the end of the cosine) must equal `max_iters`: lmcnb's cosine spans the whole run.
     """
@@ -188,13 +197,14 @@ def lm_train_config(*, batch_size: int, sim_batch_size: int, max_iters: int, war
                                  ("max_iters", max_iters, 1), ("warmup_steps", warmup_steps, 0),
                                  ("log_every", log_every, 1)):
         at_least(name, value, minimum)
+    choose("optimizer", optimizer, ("adam", "adamw"))
     if sim_batch_size % batch_size:
         raise ValueError(f"sim_batch_size ({sim_batch_size}) must be a multiple of "
                          f"batch_size ({batch_size})")
     if max_steps is not None and max_steps != max_iters:
         raise ValueError(f"max_steps ({max_steps}) must equal max_iters ({max_iters}): "
                          "the cosine decay spans the whole run")
-    return TrainConfig(batch_size=batch_size, max_steps=max_iters, optimizer="adamw", lr=lr,
+    return TrainConfig(batch_size=batch_size, max_steps=max_iters, optimizer=optimizer, lr=lr,
                        min_lr=min_lr, betas=(0.9, 0.95), weight_decay=weight_decay,
                        schedule="cosine", warmup_steps=warmup_steps, grad_clip=1.0,
                        accum_steps=sim_batch_size // batch_size,
@@ -266,3 +276,145 @@ def config_table(vocab_sizes: dict[str, int]) -> list[dict[str, Any]]:
         rows.append({"model_config": name, **asdict(cfg), "vocab_size": config.vocab_size,
                      "parameters": n})
     return rows
+
+
+# -- the chapter: james-hx-song's study as data ---------------------------------------------------
+OWN_PTB = "own:ptb"  # pretrain here on Penn Treebank, then load that directory
+ALIASES = {  # the source's flag names
+    "model_config": "model", "model_iters": "spawn_steps", "max_iters": "train.max_iters",
+    "warmup_steps": "train.warmup_steps", "max_steps": "train.max_steps",
+    "sim_batch_size": "train.sim_batch_size", "fine_tune": "finetune.enabled",
+    "pretrained": "finetune.source",
+}
+
+
+def check(p: Any) -> None:
+    """Every parameter of the chapter, checked before anything trains (`p.model` becomes a list)."""
+    from .executors import get_executor
+    from .params import batches_or_all, flag, pretrained_source, step_list
+    from .text import TEXT_DATASETS, require_text
+
+    p.model = [p.model] if isinstance(p.model, str) else list(p.model)
+    for name in p.model:
+        gpt_config(name)
+    choose("dataset", p.dataset, TEXT_DATASETS)
+    require_text(p.dataset, p.data_dir)
+    alpha_grid(p.n_alpha)
+    at_least("n_inits", p.n_inits, 1)
+    batches_or_all("eval_iters", p.eval_iters)
+    step_list("spawn_steps", p.spawn_steps)
+    get_executor(p.executor)
+    lm_train_config(**p.train)
+    ft = p.finetune
+    if flag("fine_tune", ft["enabled"]):
+        gpt_config(ft["model"])
+        if ft["source"] == OWN_PTB:
+            require_text("ptb", p.data_dir)
+        else:
+            pretrained_source("pretrained", ft["source"])
+        batches_or_all("finetune eval_iters", ft["eval_iters"])
+        step_list("finetune spawn_steps", ft["spawn_steps"])
+        at_least("finetune n_children", ft["n_children"], 2)
+        lm_train_config(**ft["train"])
+
+
+def sweep_setups(p: Any, tokenizers: dict[str, Ref]) -> dict[str, Setup]:
+    """The spawn study of every model of the sweep, on `p.dataset`."""
+    setups = {}
+    for name in p.model:
+        cfg = gpt_config(name)
+        tok = build(tokenizers[cfg.tokenizer], p.data_dir)
+        setups[name] = lm_setup("gpt_shakespeare", name, hf_config(cfg, len(tok)),
+                                tokenizers[cfg.tokenizer], p.dataset, lm_train_config(**p.train),
+                                p.runs_dir, eval_iters=p.eval_iters,
+                                eval_batch_tokens=p.eval_batch_tokens, device=p.device or "auto",
+                                data_dir=p.data_dir, seed=p.seed, n_alpha=p.n_alpha)
+        setups[name].steps(p.spawn_steps)
+    return setups
+
+
+def pretrained_start(p: Any) -> str:
+    """The fine-tuning section's starting point: a hub id or directory as given, or for
+    `"own:ptb"` a model of the section's shape pretrained here on Penn Treebank."""
+    from .text import load_text, train_bpe
+
+    ft, pt = p.finetune, p.pretrain
+    if ft["source"] != OWN_PTB:
+        return ft["source"]
+    ptb = load_text("ptb", "train", p.data_dir)[:pt["chars"]]
+    recipe = lm_train_config(**{**ft["train"], "max_iters": pt["max_iters"], "max_steps": None,
+                                "warmup_steps": max(1, pt["max_iters"] // 10), "lr": pt["lr"],
+                                "min_lr": pt["lr"] / 10})
+    return str(pretrain(ft["model"], train_bpe(ptb, pt["vocab"]), ptb, recipe, p.runs_dir,
+                        dataset="ptb", device=p.device, seed=p.seed))
+
+
+def finetune_setups(p: Any, source: str) -> dict[str, Setup]:
+    """Fine-tuning from `source` and, as the control, training the same shape from scratch."""
+    ft = p.finetune
+    config = load_pretrained(source).config
+    tokenizer = Ref.of("tokenizer", "pretrained", source=source)
+    setups = {start: lm_setup("gpt_shakespeare", f"{ft['model']}-{start}", config, tokenizer,
+                              p.dataset, lm_train_config(**ft["train"]), p.runs_dir,
+                              pretrained=src, eval_iters=ft["eval_iters"],
+                              eval_batch_tokens=p.eval_batch_tokens, device=p.device or "auto",
+                              data_dir=p.data_dir, seed=p.seed, n_alpha=p.n_alpha)
+              for start, src in {"pretrained": source, "scratch": None}.items()}
+    for s in setups.values():
+        s.steps(ft["spawn_steps"])
+    return setups
+
+
+def summary(results: dict[str, Results], finetuned: dict[str, Results] | None) -> dict[str, str]:
+    """The numbers the prose states: R at the first and last spawn step per split, k*, and the
+    fine-tuned against the scratch R."""
+    out = {}
+    for name, r in results.items():
+        ks = sorted(r.barriers.spawn_step.unique())
+        for split in ("train", "test"):
+            out |= {f"{name}_R_first_{split}": pct(*at_step(r, int(ks[0]), split)),
+                    f"{name}_R_last_{split}": f"{pct(*at_step(r, int(ks[-1]), split))} "
+                                              f"(k = {ks[-1]})",
+                    f"{name}_kstar_{split}": k_star_text(r.onset(split))}
+    for start, r in (finetuned or {}).items():
+        out[f"ft_R_{start}"] = pct(*at_step(r, int(r.barriers.spawn_step.min())))
+    return out
+
+
+def claims(results: dict[str, Results], finetuned: dict[str, Results] | None) -> list[Claim]:
+    """james-hx-song's statements against this chapter's measurements."""
+    def at(name: str, k: int | None = None, split: str = "test"):
+        r = results.get(name)
+        if r is None or (k is not None and k not in set(r.barriers.spawn_step)):
+            return None, None
+        return at_step(r, int(r.barriers.spawn_step.min()) if k is None else k, split)
+
+    differs = ("no spawn-at-k (copies resumed their own checkpoints with a fresh Adam), no seeds, "
+               "and gradient accumulation reused one batch")
+    rows = [Claim("james-hx-song", f"{n} unstable when both copies start at the same random "
+                  "initialization", f"{n}, test R at the first k", *at(n), "unstable", differs)
+            for n in results]
+    rows.append(Claim("james-hx-song", "MinGPT unstable when spawned at iteration 500",
+                      "MinGPT, test R at k = 500", *at("MinGPT", 500), "unstable",
+                      "measured only by the paper profile"))
+    if finetuned:
+        pre = finetuned["pretrained"]
+        rows.append(Claim("james-hx-song", "GPT-2 124M fine-tuned from its pretrained weights is "
+                          "linearly connected", "fine-tuned from the pretrained start, test R",
+                          *at_step(pre, int(pre.barriers.spawn_step.min())), "stable",
+                          "offline the start is a CPU-sized model pretrained here on Penn "
+                          "Treebank, not the hub's GPT-2"))
+    return rows
+
+
+def describe_data(p: Any, tokenizers: dict[str, Ref]) -> str:
+    """The corpus's size and, for every tokenizer the chapter uses, its size and test tokens."""
+    from .text import load_text
+
+    train, test = (load_text(p.dataset, s, p.data_dir) for s in ("train", "test"))
+    lines = [f"{p.dataset}: {len(train):,} training and {len(test):,} test characters"]
+    for kind in dict.fromkeys(["char"] + [gpt_config(n).tokenizer for n in p.model]):
+        tok = build(tokenizers[kind], p.data_dir)
+        lines.append(f"{kind} tokenizer {tokenizer_id(tok)}: {len(tok)} tokens, "
+                     f"{len(encode(tok, test)):,} test tokens")
+    return "\n".join(lines)

@@ -100,12 +100,12 @@ def interpolation_curve(model: nn.Module, state_a: dict[str, torch.Tensor],
     seconds on CPU; it pays off only for long curves (a 25-α LeNet5 curve on 10,000 images:
     1.8x faster).
     """
-    from tqdm.auto import tqdm
+    from .progress import bar
 
     interp = Interpolator(model, state_a, state_b)
     forward = torch.compile(model) if compile else model  # sees the in-place updates of `interp`
     rows, preds = [], {}
-    for alpha in tqdm(list(alphas), desc="α", leave=False, disable=not progress, mininterval=1.0):
+    for alpha in bar(list(alphas), desc="α", leave=False, disable=not progress, mininterval=1.0):
         interp.set(float(alpha))
         if bn_reset_data is not None:
             reset_batchnorm(model, bn_reset_data, batch_size)

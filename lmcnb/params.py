@@ -24,9 +24,9 @@ def resolve(profiles: Mapping[str, Mapping[str, Any]], profile: str,
     A chapter passes `globals()`: its parameters cell is the one list of names, so every key of
     the profile must be declared there (a profile key the cell lacks is an error), and a name of
     the cell that is not None overrides the profile. A dict given for a dict-valued key (a section
-    such as a fine-tuning recipe, or per-model values) updates that section key by key; any other
-    value replaces it. `aliases` maps other names a user may know (a source's flag names) to
-    `"key"` or `"section.key"`.
+    such as a fine-tuning recipe, or per-model values) updates that section key by key, nested
+    dicts too; any other value replaces it. `aliases` maps other names a user may know (a
+    source's flag names) to `"key"` or `"section.key"`.
     """
     if profile not in profiles:
         raise ValueError(f"unknown profile {profile!r}; valid: {', '.join(profiles)}")
@@ -56,13 +56,22 @@ def resolve(profiles: Mapping[str, Mapping[str, Any]], profile: str,
             if bad:
                 raise ValueError(f"unknown key(s) {sorted(bad)} in {section}; valid: "
                                  f"{sorted(allowed)}")
-            current.update(value)
+            _merge(current, value)
         else:
             values[section] = value
     values.update({k: given.get(k) for k in MACHINE_PARAMETERS})
     values["runs_dir"] = runs_root(values["runs_dir"])
     values["profile"] = profile
     return SimpleNamespace(**values)
+
+
+def _merge(section: dict[str, Any], update: Mapping[str, Any]) -> None:
+    """Update `section` in place; a dict inside it is updated key by key too."""
+    for key, value in update.items():
+        if isinstance(section.get(key), dict) and isinstance(value, Mapping):
+            _merge(section[key], value)
+        else:
+            section[key] = value
 
 
 def choose(name: str, value: Any, valid: Iterable[Any]) -> Any:

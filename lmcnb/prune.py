@@ -2,14 +2,18 @@
 optimizer step, random masks of the same per-tensor density, and lottery tickets m ⊙ W_k.
 
 A mask maps parameter names to bool tensors (True = kept). It is a plain dict, so it goes into
-checkpoints as it is. Pruning hooks run after every optimizer step (see `lmcnb.train.Hook`).
+checkpoints as it is, and into a file of its own named by its content (`save_mask`), which a
+`Ref.of("hook", "mask", ...)` names by path and digest. Pruning hooks run after every optimizer
+step (see `lmcnb.train.Hook`).
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -94,14 +98,48 @@ def apply_mask(state: Mapping[str, torch.Tensor],
             for name, t in state.items()}
 
 
+def mask_digest(mask: Mapping[str, torch.Tensor]) -> str:
+    """What identifies a mask: a hash of its tensor names, shapes and bits."""
+    from .checkpoint import tensor_digest
+
+    _check(mask)
+    return tensor_digest(dict(mask))[:16]
+
+
+def save_mask(mask: Mapping[str, torch.Tensor], folder: str | Path) -> Any:
+    """Write `mask` to `<folder>/mask-<digest>.safetensors` (atomically, verified on load) and
+    return the hook that keeps it: `Ref.of("hook", "mask", path=..., digest=...)`. A run's
+    identity holds the digest, not the path."""
+    from .checkpoint import save_state
+    from .registry import Ref
+
+    digest = mask_digest(mask)
+    path = Path(folder) / f"mask-{digest}.safetensors"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_state(path, {"mask": {name: m.cpu() for name, m in mask.items()}},
+                   identity={"mask": digest})
+    return Ref.of("hook", "mask", path=str(path), digest=digest)
+
+
+def load_mask(path: str | Path, digest: str) -> Mask:
+    """The mask `save_mask` wrote to `path`, refused (a `CheckpointError`) unless it is `digest`."""
+    from .checkpoint import load_state
+
+    mask = load_state(path, identity={"mask": digest})["mask"]
+    _check(mask)
+    return mask
+
+
 class MaskHook:
     """A trainer hook that keeps a masked network masked: after every optimizer step it sets the
     weights off the mask to exactly zero. (The step moves them: their gradients are not zero and
     momentum carries earlier ones; AdamW's decoupled weight decay alone would keep a zero at zero.)
     Their gradients are not masked, so with `grad_clip` they count in the global norm.
 
-    Start from masked weights (`apply_mask`), so that the first forward pass sees them too.
-    The mask is the hook's state, saved in the trainer's checkpoints.
+    It also masks the starting weights (`start`, called when training starts from an
+    initialization or a spawn point), so the first forward pass sees m ⊙ W too. The mask is the
+    hook's state, saved in the trainer's checkpoints.
     """
 
     def __init__(self, mask: Mapping[str, torch.Tensor]):
@@ -115,6 +153,8 @@ class MaskHook:
             p = params[name]
             self.mask[name] = m = m.to(p.device)  # once: a no-op afterwards
             p.masked_fill_(~m, 0)
+
+    start = __call__
 
     def state_dict(self) -> dict[str, Any]:
         return {"mask": dict(self.mask)}
@@ -282,3 +322,211 @@ def _entry(store: dict[str, torch.Tensor], name: str, p: torch.Tensor) -> torch.
     t = store.get(name)
     store[name] = t = torch.zeros_like(p) if t is None else t.to(p.device)
     return t
+
+
+# -- pruning in a study ------------------------------------------------------------------------
+def platon_hook(setup: Any, final_density: float, *, score: str = "platon",
+                initial_warmup: int | str = 0, final_warmup: int | str = 0, delta_t: int = 10,
+                beta1: float = 0.85, beta2: float = 0.95) -> Any:
+    """`Ref.of("hook", "platon", ...)` pruning every run of `setup` to `final_density` by its end;
+    warm-ups in steps or `"1ep"` strings of `setup`'s training data. Built once here, so a bad
+    value fails before anything trains."""
+    from .registry import Ref, build
+    from .train import parse_steps
+
+    hook = Ref.of("hook", "platon", total_steps=setup.total_steps, final_density=final_density,
+                  initial_warmup=parse_steps(initial_warmup, setup.steps_per_epoch),
+                  final_warmup=parse_steps(final_warmup, setup.steps_per_epoch),
+                  delta_t=delta_t, beta1=beta1, beta2=beta2, score=score)
+    build(hook)
+    return hook
+
+
+def pruned_runs(setup: Any, hooks: Mapping[str, Any], executor: Any = "serial") -> dict[str, Any]:
+    """{name: trunk 0 of `setup` trained with `hooks[name]`} (e.g. `platon_hook`s), finished: on
+    `executor` (with its thread budget; in parallel on a Dask cluster)."""
+    from dataclasses import replace
+
+    from .executors import Task, get_executor
+    from .runs import Run
+
+    runs = {name: replace(setup, hooks=(hook,)).trunk(0) for name, hook in hooks.items()}
+    tasks = [Task(f"train-{run.spec.run_id}", Run.final_step, (run,)) for run in runs.values()]
+    get_executor(executor).run(tasks, [t.key for t in tasks])
+    return runs
+
+
+def mask_of(run: Any, include: tuple[str, ...] = VIT_PRUNABLE) -> Any:
+    """The mask of a finished pruning run (its nonzero selected weights), saved in its folder;
+    returns the hook that keeps it (`save_mask`)."""
+    return save_mask(final_mask(run.weights(), include), run.dir)
+
+
+def random_like(mask_hook: Any, seed: int) -> Any:
+    """A mask hook keeping as many entries of each tensor as `mask_hook`'s mask, at random places
+    (drawn from `seed`), saved beside it."""
+    mask = random_mask(hook_mask(mask_hook), torch.Generator().manual_seed(seed))
+    return save_mask(mask, Path(mask_hook.kwargs()["path"]).parent)
+
+
+def hook_mask(mask_hook: Any) -> Mask:
+    """The mask a `Ref.of("hook", "mask", ...)` keeps."""
+    args = mask_hook.kwargs()
+    return load_mask(args["path"], args["digest"])
+
+
+def accuracy_of(setup: Any, weights: Mapping[str, torch.Tensor]) -> float:
+    """Accuracy of `weights` on the test sample `setup`'s curves use (`eval_iters` batches)."""
+    from .interpolate import eval_subset
+    from .params import pick_device
+    from .registry import build
+    from .train import evaluate
+
+    device, bs = pick_device(setup.device), setup.eval_batch_size
+    with torch.random.fork_rng():
+        model = build(setup.net, setup.data_dir)
+    model.load_state_dict(weights)
+    test = eval_subset(setup.load(setup.test_data), setup.eval_iters, bs, device, seed=2)
+    return 1 - evaluate(model.to(device), test, bs)[1]
+
+
+def pruning_table(setup: Any, runs: Mapping[str, Any],
+                  include: tuple[str, ...] = VIT_PRUNABLE) -> Any:
+    """One row per run: density over the selected tensors, over all parameters, and test
+    accuracy of its final weights (`accuracy_of`)."""
+    import pandas as pd
+
+    rows = []
+    for name, run in runs.items():
+        weights = run.weights()
+        rows.append({"run": name, "density (selected)": density(prunable(weights, include)),
+                     "density (all)": density(weights),
+                     "test accuracy": accuracy_of(setup, weights)})
+    return pd.DataFrame(rows)
+
+
+# -- pictures ----------------------------------------------------------------------------------
+MATRIX_TYPES = {"Q": ("query", "q_proj"), "K": ("key", "k_proj"), "V": ("value", "v_proj"),
+                "O": ("attention.output.dense", "o_proj"), "MLP in": ("intermediate.dense", "fc1"),
+                "MLP out": ("output.dense", "fc2")}  # first match wins: O before MLP out
+
+
+def kept_by_layer(mask: Mapping[str, torch.Tensor]) -> Any:
+    """Kept fraction of a ViT mask per encoder layer (rows) and matrix type (columns), weights
+    and biases together."""
+    import re
+
+    import pandas as pd
+
+    kept: dict[tuple[int, str], list[int]] = {}
+    for name, m in mask.items():
+        layer = re.search(r"layers?\.(\d+)\.", name)
+        kind = next((k for k, subs in MATRIX_TYPES.items() if any(s in name for s in subs)), None)
+        if layer is None or kind is None:
+            raise ValueError(f"{name!r} is not a ViT encoder matrix")
+        count = kept.setdefault((int(layer[1]), kind), [0, 0])
+        count[0], count[1] = count[0] + int(m.sum()), count[1] + m.numel()
+    table = pd.Series({key: k / n for key, (k, n) in kept.items()}).unstack()
+    return table[[k for k in MATRIX_TYPES if k in table.columns]].rename_axis("layer")
+
+
+def plot_kept(mask: Mapping[str, torch.Tensor], title: str = "") -> Any:
+    """A heatmap of `kept_by_layer(mask)`, the kept fraction printed in each cell."""
+    import matplotlib.pyplot as plt
+
+    table = kept_by_layer(mask)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.8 * table.shape[1], 0.9 + 0.4 * table.shape[0]))
+    im = ax.imshow(table.values, cmap="viridis", vmin=0, aspect="auto")
+    for (i, j), v in np.ndenumerate(table.values):
+        ax.text(j, i, f"{v:.0%}", ha="center", va="center", fontsize=7,
+                color="white" if v < 0.6 * table.values.max() else "black")
+    ax.set_xticks(range(table.shape[1]), table.columns)
+    ax.set_yticks(range(table.shape[0]), table.index)
+    ax.set_xlabel("matrix")
+    ax.set_ylabel("encoder layer")
+    ax.set_title(title or f"kept fraction (overall {density(mask):.1%})", fontsize=9)
+    fig.colorbar(im, ax=ax, format=lambda v, _: f"{v:.0%}")
+    fig.tight_layout()
+    return fig
+
+
+def plot_training_loss(runs: Mapping[str, Any], ema: float = 0.9, title: str = "") -> Any:
+    """Each run's logged training loss (thin) and its exponential moving average (weight `ema`
+    on the past; thick), against the optimizer step."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    for i, (name, run) in enumerate(runs.items()):
+        run.final_step()
+        log = pd.read_csv(run.dir / "log.csv")
+        color = f"C{i}"
+        ax.plot(log.step, log.train_loss, color=color, lw=0.6, alpha=0.35)
+        ax.plot(log.step, log.train_loss.ewm(alpha=1 - ema).mean(), color=color, lw=1.6,
+                label=name)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss")
+    ax.set_title(title or f"training loss and its EMA (β = {ema})", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+# -- masked networks: stability and accuracy ---------------------------------------------------
+def stability_and_accuracy(results: Any, split: str = "test") -> Any:
+    """Per spawn step of a study (of masked children, say): pairs, mean test-error instability
+    and mean accuracy of the children, each with its 95% CI half-width."""
+    import pandas as pd
+
+    from .metrics import mean_ci
+
+    b = results.barriers[results.barriers.split == split]
+    rows = []
+    for k, group in b.groupby("spawn_step"):
+        inst, inst_ci = mean_ci(group.instability_error)
+        acc, acc_ci = mean_ci(1 - (group.error_a + group.error_b) / 2)
+        rows.append({"k": int(k), "pairs": len(group), "instability": inst,
+                     "instability_ci": inst_ci, "accuracy": acc, "accuracy_ci": acc_ci})
+    return pd.DataFrame(rows)
+
+
+def masked_table(studies: Mapping[str, Any], split: str = "test") -> Any:
+    """One row per study and spawn step: the children's accuracy and their instability, as
+    "mean ± CI", with the stability verdict."""
+    import pandas as pd
+
+    from .chapter import pct, verdict
+
+    rows = [{"children": name, "k": r.k, "pairs": r.pairs,
+             "accuracy": pct(r.accuracy, r.accuracy_ci, digits=1),
+             "instability (test error)": pct(r.instability, r.instability_ci),
+             "verdict": verdict(r.instability, r.instability_ci)}
+            for name, results in studies.items()
+            for r in stability_and_accuracy(results, split).itertuples()]
+    return pd.DataFrame(rows)
+
+
+def plot_stability_vs_accuracy(studies: Mapping[str, Any], split: str = "test",
+                               title: str = "") -> Any:
+    """Accuracy of masked children against the instability of their pair, one point per spawn
+    step k (labelled), one colour per study, with 95% CIs both ways and the threshold."""
+    import matplotlib.pyplot as plt
+
+    from .metrics import STABLE_THRESHOLD
+
+    fig, ax = plt.subplots(figsize=(5.6, 3.6))
+    for i, (name, results) in enumerate(studies.items()):
+        t = stability_and_accuracy(results, split)
+        ax.errorbar(t.instability, t.accuracy, xerr=t.instability_ci.fillna(0),
+                    yerr=t.accuracy_ci.fillna(0), fmt="o", color=f"C{i}", capsize=3, label=name)
+        for r in t.itertuples():
+            ax.annotate(f"k={r.k}", (r.instability, r.accuracy), fontsize=7,
+                        xytext=(4, 3), textcoords="offset points")
+    ax.axvline(STABLE_THRESHOLD, color="red", lw=1, ls=":",
+               label=f"{STABLE_THRESHOLD:.0%} threshold")
+    ax.set_xlabel(f"instability of the masked pair ({split} error)")
+    ax.set_ylabel(f"accuracy of the masked children ({split})")
+    ax.set_title(title or "stability and prunability", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

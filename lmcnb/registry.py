@@ -1,9 +1,10 @@
-"""Registries: models, datasets, tokenizers and augmentations by name, so a run is plain data.
+"""Registries: models, datasets, tokenizers, augmentations and training hooks by name, so a run
+is plain data.
 
 A `Ref` names a registry entry and its keyword arguments. `build(ref, data_dir)` makes the object
 in whichever process runs the task — a notebook, or a Dask worker on another machine that finds
 the data under its own data root. Datasets and tokenizers are built once per process and cached;
-models are built afresh at every call (inside the caller's init stream).
+models and hooks are built afresh at every call (models inside the caller's init stream).
 
     Ref.of("model", "lenet5", num_classes=10)
     Ref.of("data", "vision", name="mnist", split="train")
@@ -18,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-KINDS = ("model", "data", "tokenizer", "augment")
+KINDS = ("model", "data", "tokenizer", "augment", "hook")
 CACHED = ("data", "tokenizer")  # built once per process and data root
 _REGISTRY: dict[str, dict[str, Callable[..., Any]]] = {kind: {} for kind in KINDS}
 

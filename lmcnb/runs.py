@@ -26,9 +26,20 @@ from torch import nn
 from .checkpoint import CheckpointError, load_state, save_state
 from .data import TensorData
 from .files import atomic_write_text
+from .params import choose
 from .registry import Ref, build
 from .rng import RngStreams, Seeds
 from .train import Hook, TrainConfig, Trainer
+
+ENDPOINTS = ("final", "best_val")  # which state of a run is its endpoint
+
+
+def check_endpoint(endpoint: str, val_data: object) -> str:
+    """`endpoint` if it is one of `ENDPOINTS` and has the validation data it needs."""
+    choose("endpoint", endpoint, ENDPOINTS)
+    if endpoint == "best_val" and val_data is None:
+        raise ValueError("endpoint='best_val' needs val_data (the split it is chosen on)")
+    return endpoint
 
 
 @dataclass(frozen=True)
@@ -43,6 +54,7 @@ class RunSpec:
     data: str = ""  # fingerprint of the training (and early-stopping) data
     parent: tuple[str, int] | None = None  # (parent run id, step) for a spawned child
     stop_at: int | None = None  # a child trains to its parent's final step
+    hooks: tuple[Any, ...] = ()  # what the training hooks are (plain data, see `hook_identity`)
 
     def identity(self) -> dict[str, Any]:
         ident: dict[str, Any] = {"model": self.model, "dataset": self.dataset}
@@ -50,7 +62,7 @@ class RunSpec:
             ident["train"] = self.train.non_default()
         if self.seeds != Seeds():
             ident["seeds"] = vars(self.seeds)
-        for name in ("model_args", "data", "parent", "stop_at"):
+        for name in ("model_args", "data", "parent", "stop_at", "hooks"):
             value = getattr(self, name)
             if value:
                 ident[name] = value
@@ -82,7 +94,12 @@ class Run:
     training set: registry `Ref`s (plain data: a Dask worker rebuilds them from its own data
     root), or, for local use, a callable and a `TensorData`. A child (spec.parent set) starts
     from its parent's checkpoint with its own data-order, augmentation and dropout streams.
-    `device="auto"` is the best device of the process that trains it.
+    `device="auto"` is the best device of the process that trains it. The run's `endpoint`, the
+    state `weights()` returns, is its final step or, with `"best_val"`, the step of its lowest
+    loss on `val_data` (evaluated every `train.eval_every` steps, `eval_batch_size` examples per
+    forward); neither changes its training. `hooks` are trainer hooks (`lmcnb.train.Hook`):
+    registry refs (`Ref.of("hook", ...)`, built afresh for every trainer) or objects deep-copied
+    for every trainer; `spec.hooks` must say what they are.
     """
 
     spec: RunSpec
@@ -92,13 +109,16 @@ class Run:
     device: str | torch.device = "auto"
     augment: Ref | Callable[[torch.Tensor], torch.Tensor] | None = None
     val_data: Ref | TensorData | None = None
-    hooks: tuple[Hook, ...] = ()
+    hooks: tuple[Hook | Ref, ...] = ()
     parent: Run | None = None
     ckpt_every: int = 200
     data_dir: str | None = None
+    endpoint: str = "final"  # final | best_val
+    eval_batch_size: int = 1000
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
+        check_endpoint(self.endpoint, self.val_data)
         if (self.spec.parent is None) != (self.parent is None):
             raise ValueError("a spawned run needs both spec.parent and the parent Run")
         if self.parent is not None and self.spec.parent[0] != self.parent.spec.run_id:
@@ -133,9 +153,16 @@ class Run:
         self.ensure(())
         return self.done["final_step"]
 
+    def end_step(self) -> int:
+        """The step of the run's endpoint (training it first if needed): the final step, or with
+        `endpoint="best_val"` the step of its best validation loss (final if it was never
+        evaluated)."""
+        final = self.final_step()
+        return self.done.get("best_step", final) if self.endpoint == "best_val" else final
+
     def weights(self, step: int | None = None) -> dict[str, torch.Tensor]:
-        """Model weights at `step` (default: final), training whatever is missing first."""
-        return self.state(self.final_step() if step is None else step)["model"]
+        """Model weights at `step` (default: the endpoint), training whatever is missing first."""
+        return self.state(self.end_step() if step is None else step)["model"]
 
     def state(self, step: int) -> dict[str, Any]:
         """The full trainer state at `step` (weights, optimizer, RNG, sampler, progress).
@@ -184,9 +211,11 @@ class Run:
         with streams.active("init"):
             model = build(self.build) if isinstance(self.build, Ref) else self.build()
         augment = build(self.augment, self.data_dir)
-        hooks = [copy.deepcopy(h) for h in self.hooks]  # every trainer starts from fresh hook state
+        # every trainer starts from fresh hook state
+        hooks = [build(h, self.data_dir) if isinstance(h, Ref) else copy.deepcopy(h)
+                 for h in self.hooks]
         return Trainer(model, self.spec.train, data, streams, pick_device(self.device), augment,
-                       val, hooks)
+                       val, hooks, self.eval_batch_size)
 
     def _identity(self, step: int) -> dict[str, Any]:
         return {"run": self.spec.run_id, "step": step}
@@ -247,6 +276,7 @@ class Run:
             self._event("spawn", step=self.spec.parent[1], source=self.spec.parent[0])
         else:
             self._event("init", step=0, source="init")
+        trainer.start()
         return trainer
 
     def _train(self, keep: set[int], until: int | None) -> None:
@@ -258,7 +288,7 @@ class Run:
 
         def on_step(t: Trainer) -> None:
             step = t.progress.step
-            if step in keep:
+            if step in keep or (self.endpoint == "best_val" and t.progress.best_step == step):
                 self._save(self.ckpt_path(step), t)
             elif step % self.ckpt_every == 0:
                 self._save(self.dir / "last.safetensors", t)
@@ -275,10 +305,20 @@ class Run:
             self._save(self.ckpt_path(final), trainer)
             (self.dir / "last.safetensors").unlink(missing_ok=True)
             _write_log(self.dir / "log.csv", trainer.progress.log)
+            best = trainer.progress.best_step
             atomic_write_text(self.dir / "done.json", json.dumps(
                 {"final_step": final, "stopped_early": trainer.progress.stopped_early,
-                 "steps_per_epoch": trainer.steps_per_epoch}))
+                 "steps_per_epoch": trainer.steps_per_epoch,
+                 **({"best_step": best} if best is not None else {})}))
             self._event("done", step=final)
+
+
+def hook_identity(hook: Ref) -> tuple[str, tuple[tuple[str, Any], ...]]:
+    """What a hook ref contributes to a run's identity: its name and arguments, except `path`
+    (where its file lies; its `digest` says what the file holds)."""
+    if not isinstance(hook, Ref) or hook.kind != "hook":
+        raise TypeError(f"a run's hooks are described by Ref.of('hook', ...), not {hook!r}")
+    return hook.name, tuple((k, v) for k, v in hook.args if k != "path")
 
 
 def data_fingerprint(train: TensorData, val: TensorData | None = None) -> str:

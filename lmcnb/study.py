@@ -31,7 +31,7 @@ from .metrics import STABLE_THRESHOLD, aggregate, onset
 from .params import at_least, batches_or_all, flag, step_list
 from .registry import Ref, build
 from .rng import Seeds, derive_seed
-from .runs import Run, RunSpec, data_fingerprint, folder_lock
+from .runs import Run, RunSpec, check_endpoint, data_fingerprint, folder_lock, hook_identity
 from .sweep import RESULTS_ENV
 from .train import TrainConfig, parse_steps
 
@@ -47,6 +47,10 @@ class Setup:
     `net`, `train_data`, `test_data` (and `augment`, `val_data`) are registry references, so any
     worker rebuilds them from its own data root (`data_dir`, else its `$LMCNB_DATA`).
     `noise` names the streams in which children differ; the others they inherit from the parent.
+    `endpoint` is the state of every run that is compared: its final one, or its best on
+    `val_data` (`"best_val"`; see `lmcnb.runs.Run`).
+    `hooks` (`Ref.of("hook", ...)`: pruning, a fixed mask) run in every run of the setup;
+    `child_hooks` in spawned children only, e.g. a mask that children of a dense trunk keep.
     """
 
     chapter: str
@@ -71,6 +75,9 @@ class Setup:
     bn_reset_examples: int = 2000
     threshold: float = STABLE_THRESHOLD
     noise: tuple[str, ...] = NOISE
+    endpoint: str = "final"
+    hooks: tuple[Ref, ...] = ()
+    child_hooks: tuple[Ref, ...] = ()
 
     def __post_init__(self) -> None:
         """Every evaluation setting is checked here, before anything trains."""
@@ -85,6 +92,7 @@ class Setup:
         at_least("bn_reset_examples", self.bn_reset_examples, 1)
         at_least("seed", self.seed, 0)
         flag("bn_reset", self.bn_reset)
+        check_endpoint(self.endpoint, self.val_data)
 
     def load(self, ref: Ref | None) -> TensorData | None:
         return None if ref is None else build(ref, self.data_dir)
@@ -113,23 +121,27 @@ class Setup:
         return out
 
     # -- runs ---------------------------------------------------------------------------
-    def run(self, spec: RunSpec, parent: Run | None = None) -> Run:
+    def run(self, spec: RunSpec, parent: Run | None = None, hooks: tuple[Ref, ...] = ()) -> Run:
         return Run(spec, Path(self.runs_dir) / "train", self.net, self.train_data, self.device,
-                   self.augment, self.val_data, parent=parent, data_dir=self.data_dir)
+                   self.augment, self.val_data, hooks, parent=parent, data_dir=self.data_dir,
+                   endpoint=self.endpoint, eval_batch_size=self.eval_batch_size)
 
     def trunk(self, init: int) -> Run:
         """The run from initialization `init` to the end of training (the main branch)."""
         seeds = Seeds.from_base(self.seed, "trunk", init)
-        return self.run(RunSpec(self.model, self.dataset, self.train, seeds, self.model_args,
-                                self.data_fingerprint))
+        spec = RunSpec(self.model, self.dataset, self.train, seeds, self.model_args,
+                       self.data_fingerprint, hooks=tuple(hook_identity(h) for h in self.hooks))
+        return self.run(spec, hooks=self.hooks)
 
     def child(self, parent: Run, step: int, stop_at: int, *tag: object) -> Run:
         """A run spawned from `parent` at `step`, with its own seeds for the `noise` streams."""
         p = parent.spec
         seeds = p.seeds.replace(**{s: derive_seed(self.seed, *tag, s) for s in self.noise})
+        hooks = self.hooks + self.child_hooks
         spec = RunSpec(p.model, p.dataset, replace(p.train, patience=None), seeds, p.model_args,
-                       p.data, parent=(p.run_id, step), stop_at=stop_at)
-        return self.run(spec, parent)
+                       p.data, parent=(p.run_id, step), stop_at=stop_at,
+                       hooks=tuple(hook_identity(h) for h in hooks))
+        return self.run(spec, parent, hooks)
 
     def folder(self, kind: str, spec: dict[str, Any]) -> Path:
         ident = {"kind": kind, "trunk": self.trunk(0).spec.identity(), "n_alpha": self.n_alpha,
@@ -138,6 +150,10 @@ class Setup:
                  "threshold": self.threshold, **spec}
         if self.noise != NOISE:
             ident["noise"] = list(self.noise)
+        if self.endpoint != "final":
+            ident["endpoint"] = [self.endpoint, self.load(self.val_data).fingerprint()]
+        if self.child_hooks:
+            ident["child_hooks"] = [hook_identity(h) for h in self.child_hooks]
         digest = hashlib.sha256(
             json.dumps(ident, sort_keys=True, default=list).encode()).hexdigest()[:12]
         folder = Path(self.runs_dir) / self.chapter / f"{self.model}-{kind}-{digest}"

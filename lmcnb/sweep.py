@@ -185,11 +185,11 @@ def sweep(notebook: str | os.PathLike, grid: Mapping[str, list],
     executes nothing.
     """
     import pandas as pd
-    from tqdm.auto import tqdm
 
     from .executors import Dask, get_executor
     from .files import atomic_write_text
     from .params import runs_root
+    from .progress import bar as progress_bar
 
     notebook = Path(notebook).resolve()
     parameters = dict(parameters or {})
@@ -214,7 +214,7 @@ def sweep(notebook: str | os.PathLike, grid: Mapping[str, list],
         return str(notebook), params, str(folder), os.getcwd(), env
 
     records, counts = [], {"done": 0, "cached": 0, "failed": 0}
-    bar = tqdm(total=len(todo), desc="points", disable=not progress)
+    bar = progress_bar(total=len(todo), desc="points", disable=not progress)
 
     def finished(record: dict[str, Any], cached: bool = False) -> None:
         records.append(record)

@@ -12,22 +12,20 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from transformers import PreTrainedTokenizerFast
 
 from .data import DatasetMissing, TensorData, data_root, fetch
+from .pretrained import from_hub
 from .verify import DataFileError, DataFiles, Known, check
 
 TEXT_DATASETS = ("shakespeare", "ptb")
 TRAIN_FRACTION = 0.9  # Tiny Shakespeare: first 90% of the characters train, the rest test
-HUB_HOST = "huggingface.co"
 END_OF_TEXT = "<|endoftext|>"  # GPT-2's one special token
 
 
@@ -159,31 +157,6 @@ def tokenizer_id(tok: Tokenizer) -> str:
         return f"char-{len(tok)}-{hashlib.sha256(tok.chars.encode()).hexdigest()[:8]}"
     blob = tok.backend_tokenizer.to_str()
     return f"bpe-{len(tok)}-{hashlib.sha256(blob.encode()).hexdigest()[:8]}"
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the model hub answers at all (its client retries for a minute when offline)."""
-    try:
-        socket.create_connection((HUB_HOST, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
-def from_hub(cls: Any, source: str) -> Any:
-    """`cls.from_pretrained(source)`: a local directory, the local hub cache, else the hub.
-
-    Offline, fails at once instead of after the hub client's minute of retries.
-    """
-    try:
-        return cls.from_pretrained(source, local_files_only=True)
-    except OSError as exc:
-        if Path(source).exists():
-            raise
-        if not hub_reachable():
-            raise OSError(f"{source!r} is neither a local directory nor in the hub cache, "
-                          f"and {HUB_HOST} cannot be reached") from exc
-    return cls.from_pretrained(source)
 
 
 def train_bpe(text: str, vocab_size: int) -> PreTrainedTokenizerFast:

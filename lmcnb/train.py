@@ -19,7 +19,9 @@ from .data import TensorData
 from .rng import RngStreams
 
 # A hook is called as `hook(trainer)` after every optimizer step, before the gradients are
-# cleared. One with `state_dict()` / `load_state_dict(state)` has its state saved in checkpoints.
+# cleared. One with `state_dict()` / `load_state_dict(state)` has its state saved in checkpoints;
+# one with `start(trainer)` is also called once where training starts from an initialization or a
+# spawn point (`Trainer.start`; not on resuming), e.g. to mask the starting weights.
 Hook = Callable[["Trainer"], None]
 
 
@@ -152,6 +154,7 @@ class EpochSampler:
 class Progress:
     step: int = 0
     best_val: float = math.inf
+    best_step: int | None = None  # the step of `best_val` (a run's "best_val" endpoint)
     bad_evals: int = 0
     stopped_early: bool = False
     log: list[dict[str, float]] = field(default_factory=list)
@@ -195,27 +198,31 @@ class Trainer:
             "sampler": self.sampler.state_dict(),
             "progress": {"step": p.step,
                          "best_val": p.best_val if math.isfinite(p.best_val) else None,
-                         "bad_evals": p.bad_evals, "stopped_early": p.stopped_early, "log": p.log},
+                         "best_step": p.best_step, "bad_evals": p.bad_evals,
+                         "stopped_early": p.stopped_early, "log": p.log},
             "hooks": [h.state_dict() if hasattr(h, "state_dict") else None for h in self.hooks],
         }
 
     def load_state_dict(self, state: dict[str, Any], rng: bool = True) -> None:
         """Restore everything; with `rng=False` (spawning a child) keep this trainer's own streams
-        and its hooks' own states (a child does not take over its parent's hook states)."""
+        and its hooks' own states (a child does not take over its parent's hook states), and start
+        the best-validation record afresh: a child's best state is one of its own."""
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         prog = state["progress"]
         self.progress = Progress(
             step=prog["step"],
             best_val=prog["best_val"] if prog["best_val"] is not None else math.inf,
-            bad_evals=prog["bad_evals"], stopped_early=prog["stopped_early"],
-            log=list(prog["log"]))
+            best_step=prog.get("best_step"), bad_evals=prog["bad_evals"],
+            stopped_early=prog["stopped_early"], log=list(prog["log"]))
         if rng:
             self.streams.load_state_dict(state["rng"])
             self.sampler.load_state_dict(state["sampler"])
             self._load_hooks(state.get("hooks", [None] * len(self.hooks)))
         else:
             self.sampler.pos = state["sampler"]["pos"]
+            self.progress.best_val, self.progress.best_step, self.progress.bad_evals = (
+                math.inf, None, 0)
 
     def _load_hooks(self, states: list[Any]) -> None:
         """Restore the hooks that have state; stateless ones (saved as None) need no match."""
@@ -227,6 +234,12 @@ class Trainer:
                 hook.load_state_dict(hook_state)
 
     # -- the loop ------------------------------------------------------------------------
+    def start(self) -> None:
+        """Training starts here from an initialization or a spawn point: run the hooks' `start`."""
+        for hook in self.hooks:
+            if hasattr(hook, "start"):
+                hook.start(self)
+
     def step(self) -> float:
         """One optimizer step (with gradient accumulation); returns the mean training loss."""
         cfg, model = self.cfg, self.model
@@ -262,11 +275,11 @@ class Trainer:
             desc: str = "train") -> None:
         """Train to optimizer step `until` (or until early stopping), calling `on_step` after
         each."""
-        from tqdm.auto import tqdm
+        from .progress import bar as progress_bar
 
         until = min(until, self.total_steps)
-        with tqdm(total=until, initial=self.progress.step, desc=desc, leave=False,
-                  mininterval=1.0) as bar:
+        with progress_bar(total=until, initial=self.progress.step, desc=desc, leave=False,
+                          mininterval=1.0) as bar:
             while self.progress.step < until and not self.progress.stopped_early:
                 loss = self.step()
                 bar.update(1)
@@ -284,7 +297,7 @@ class Trainer:
     def _early_stopping(self, val_loss: float) -> None:
         p = self.progress
         if val_loss < p.best_val:
-            p.best_val, p.bad_evals = val_loss, 0
+            p.best_val, p.best_step, p.bad_evals = val_loss, p.step, 0
         else:
             p.bad_evals += 1
         if self.cfg.patience is not None and p.bad_evals >= self.cfg.patience:

@@ -28,13 +28,17 @@ from PIL import Image
 
 from .data import TensorData
 from .interpolate import Interpolator
-from .plots import SPLIT_STYLE
+from .plots import COLUMN_PX, SPLIT_STYLE
+from .train import logits_of
 
 View = Callable[[torch.nn.Module, float, Axes], None]
 
-FRAME_BYTES = 25_000  # upper bound for one frame's PNG
-FIGSIZE = (6.4, 2.4)  # inches
-DPI = 80
+FRAME_BYTES = 60_000  # upper bound for one frame's PNG
+# Frames are as wide as the book's column, at 2 px per point: tick labels and legend (6.5 pt) are
+# 13 px on the page, image captions 12 px; text in a view needs >= 5.5 pt (11 px). Columns
+# narrower than COLUMN_PX (688 px at a 1280 px window) scale a frame down.
+DPI = 144
+FIGSIZE = (COLUMN_PX / DPI, 2.6)  # inches
 PALETTES = (64, 32, 16, 8)  # colours tried, most first, until a frame fits FRAME_BYTES
 METRIC_COLOR = {"loss": "tab:blue", "error": "tab:red"}
 # on the outer box of every α-slider (the browser test finds them by it)
@@ -85,8 +89,8 @@ class FrameDrawer:
         self.curves, self.interpolator, self.view, self.title = curves, interpolator, view, title
         self.fig = Figure(figsize=FIGSIZE, dpi=DPI)
         FigureCanvasAgg(self.fig)
-        grid = self.fig.add_gridspec(2, 2, width_ratios=(1, 1.35), left=0.09, right=0.99,
-                                     bottom=0.14, top=0.86, wspace=0.12, hspace=0.12)
+        grid = self.fig.add_gridspec(2, 2, width_ratios=(1, 1.35), left=0.1, right=0.99,
+                                     bottom=0.15, top=0.86, wspace=0.12, hspace=0.12)
         self.metric_axes = {"loss": self.fig.add_subplot(grid[0, 0]),
                             "error": self.fig.add_subplot(grid[1, 0])}
         self.view_ax = self.fig.add_subplot(grid[:, 1])
@@ -98,11 +102,12 @@ class FrameDrawer:
                         label=split)
             ax.set_ylabel(metric, fontsize=7)
             ax.set_xlim(*xlim)
-            ax.tick_params(labelsize=6, length=2, pad=1)
+            ax.tick_params(labelsize=6.5, length=2, pad=1)
             self.markers.append(ax.axvline(0.0, color="black", lw=0.8))
             self.markers.append(ax.plot([], [], "o", color="black", ms=3)[0])
         self.metric_axes["loss"].tick_params(labelbottom=False)
-        self.metric_axes["loss"].legend(fontsize=6, loc="best", frameon=False, handlelength=1.6)
+        self.metric_axes["loss"].legend(fontsize=6.5, loc="best", frameon=False,
+                                        handlelength=1.6)
         self.metric_axes["error"].set_xlabel("α", fontsize=7, labelpad=0)
         self.suptitle = self.fig.suptitle("", fontsize=8)
 
@@ -176,7 +181,7 @@ def display_pixels(x: torch.Tensor, mean: Sequence[float] | None = None,
 
 
 def image_predictions_view(data: TensorData, n: int = 16, mean: Sequence[float] | None = None,
-                           std: Sequence[float] | None = None, columns: int = 8) -> View:
+                           std: Sequence[float] | None = None, columns: int = 6) -> View:
     """A view drawing the first `n` images of `data` with the model's predicted class; wrong ones
     in red.
 
@@ -191,27 +196,27 @@ def image_predictions_view(data: TensorData, n: int = 16, mean: Sequence[float] 
     cols = min(columns, n)
     rows = -(-n // cols)
     h, w = pixels.shape[1:3]
-    cell_h, cell_w = int(h * 1.45), w + 2  # room for the label under each image
+    cell_h, cell_w = int(h * 1.45), w + 4  # room for the label under each image
     mosaic = np.ones((rows * cell_h, cols * cell_w, 3))
     for i, img in enumerate(pixels):
         r, c = divmod(i, cols)
-        mosaic[r * cell_h:r * cell_h + h, c * cell_w + 1:c * cell_w + 1 + w] = img
+        mosaic[r * cell_h:r * cell_h + h, c * cell_w + 2:c * cell_w + 2 + w] = img
     names = [str(c) for c in data.classes] or None
 
     def view(model: torch.nn.Module, alpha: float, ax: Axes) -> None:
         device = next(model.parameters()).device
         with torch.inference_mode():
-            pred = model(x.to(device)).argmax(-1).cpu()
+            pred = logits_of(model, x.to(device)).argmax(-1).cpu()  # `.logits` of HF models
         ax.imshow(mosaic, interpolation="nearest")
         for i, (p, t) in enumerate(zip(pred.tolist(), y.tolist())):
             r, c = divmod(i, cols)
             color = "red" if p != t else "black"
             if p != t:
-                ax.add_patch(Rectangle((c * cell_w + 0.5, r * cell_h - 0.5), w, h, fill=False,
+                ax.add_patch(Rectangle((c * cell_w + 1.5, r * cell_h - 0.5), w, h, fill=False,
                                        ec="red", lw=1.2))
             label = names[p] if names else str(p)
-            ax.text(c * cell_w + 1 + w / 2, r * cell_h + h + 1, label[:6], ha="center", va="top",
-                    fontsize=5.5, color=color)
+            ax.text(c * cell_w + 2 + w / 2, r * cell_h + h + 1, label[:8], ha="center", va="top",
+                    fontsize=6, color=color)
         wrong = int((pred != y).sum())
         ax.set_title(f"{n} test images: {wrong} wrong", fontsize=7, pad=2)
         ax.set_axis_off()

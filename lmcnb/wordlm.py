@@ -81,7 +81,8 @@ class Vocab:
         return [self.words[int(i)] for i in ids]
 
 
-def _check_positive(**values: object) -> None:
+def check_positive(**values: object) -> None:
+    """Each value an integer >= 1, else a ValueError naming it."""
     for name, value in values.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1 (valid: 1, 2, 3, …), got {value!r}")
@@ -89,7 +90,7 @@ def _check_positive(**values: object) -> None:
 
 def batchify(ids: torch.Tensor, batch_size: int) -> torch.Tensor:
     """`ids` as `batch_size` contiguous streams, shape (batch_size, len(ids) // batch_size)."""
-    _check_positive(batch_size=batch_size)
+    check_positive(batch_size=batch_size)
     length = len(ids) // batch_size
     return ids[:batch_size * length].view(batch_size, length)
 
@@ -99,7 +100,7 @@ def stream_chunks(ids: torch.Tensor, batch_size: int, bptt: int) -> TensorData:
 
     x[i] = streams[:, i·bptt : (i + 1)·bptt], y[i] = streams[:, i·bptt + 1 : (i + 1)·bptt + 1].
     """
-    _check_positive(batch_size=batch_size, bptt=bptt)
+    check_positive(batch_size=batch_size, bptt=bptt)
     streams = batchify(ids, batch_size)  # (S, L)
     n = (streams.shape[1] - 1) // bptt
     if n < 1:
@@ -115,7 +116,7 @@ def word_splits(texts: Mapping[str, str], *, eos: bool = True, batch_size: int =
                 eval_batch_size: int = 10, bptt: int = 35) -> tuple[Vocab, dict[str, TensorData]]:
     """The vocabulary of ``texts["train"]`` and the chunks of every split: `batch_size` streams
     for "train", `eval_batch_size` for the others (seed 001: 16 and 10)."""
-    _check_positive(batch_size=batch_size, eval_batch_size=eval_batch_size, bptt=bptt)
+    check_positive(batch_size=batch_size, eval_batch_size=eval_batch_size, bptt=bptt)
     vocab = Vocab.build(texts["train"], eos)
     return vocab, {s: stream_chunks(vocab.encode(t),
                                     batch_size if s == "train" else eval_batch_size, bptt)
@@ -129,7 +130,7 @@ def load_ptb(data_dir: str | os.PathLike | None = None, *, eos: bool = True, bat
 
     Bad sizes fail before any file is read; missing files raise `DatasetMissing` naming them.
     """
-    _check_positive(batch_size=batch_size, eval_batch_size=eval_batch_size, bptt=bptt)
+    check_positive(batch_size=batch_size, eval_batch_size=eval_batch_size, bptt=bptt)
     texts = {s: load_text("ptb", s, data_dir, download) for s in ("train", "valid", "test")}
     return word_splits(texts, eos=eos, batch_size=batch_size, eval_batch_size=eval_batch_size,
                        bptt=bptt)

@@ -44,9 +44,9 @@ def single_thread():
 @pytest.fixture
 def offline(monkeypatch):
     """The hub does not answer (whatever the machine's network)."""
-    from lmcnb import text
+    from lmcnb import pretrained
 
-    monkeypatch.setattr(text, "hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(pretrained, "hub_reachable", lambda timeout=3.0: False)
 
 
 @pytest.fixture(scope="session")

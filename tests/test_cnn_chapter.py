@@ -22,6 +22,11 @@ NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "cnn_baselines
     ({"model": "lenet5", "spawn_steps": "abc"}, ["spawn_steps must be a list of steps", "'abc'"]),
     ({"model": "lenet5", "spawn_steps": [0, "abc"]}, ["spawn_steps: not a step count: 'abc'"]),
     ({"model": "lenet5", "executor": "locale"}, ["executor must be one of", '"serial"']),
+    ({"train": {"resnet": {"max_steps": 3}}},
+     ["unknown key(s) ['resnet'] in train", "'alexnet'", "'lenet5'", "'reduced_vgg'"]),
+    ({"model": "lenet5", "train": {"lenet5": {"max_step": 3}}}, ["max_step"]),
+    ({"model": "lenet5", "train": {"lenet5": {"batch_size": 64, "max_steps": 12, "patience": 2}},
+      "holdout": 1.5}, ["holdout fraction must be in (0, 1), got 1.5"]),
 ])
 def test_bad_parameter_fails_first(fails_first, parameters, expected):
     message = fails_first(NOTEBOOK, **parameters)

@@ -92,13 +92,15 @@ def test_setup_cell_elsewhere_does_nothing(monkeypatch):
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS)
-def test_chapters_start_with_parameters_then_the_setup_cell(chapter):
+def test_chapters_open_with_the_title_then_hidden_parameters_and_setup_cells(chapter):
     cells = json.loads((REPO / "notebooks" / f"{chapter}.ipynb").read_text())["cells"]
-    parameters, setup = ("".join(c["source"]) for c in cells[:2])
-    assert "parameters" in cells[0]["metadata"].get("tags", [])
+    title, parameters, setup = cells[:3]
+    assert title["cell_type"] == "markdown" and "".join(title["source"]).startswith("# ")
+    assert parameters["metadata"].get("tags") == ["parameters", "hide-cell"]
+    assert setup["metadata"].get("tags") == ["hide-cell"]
     for line in ("colab = False", "drive_dir = None", "runs_dir = None"):
-        assert any(row.startswith(line) for row in parameters.splitlines()), line
-    assert setup == colab.SETUP_CELL, "cell 2 differs from lmcnb.colab.SETUP_CELL"
+        assert any(row.startswith(line) for row in "".join(parameters["source"]).splitlines()), line
+    assert "".join(setup["source"]) == colab.SETUP_CELL, "the third cell is not SETUP_CELL"
 
 
 def test_book_config_points_colab_at_the_same_repository():

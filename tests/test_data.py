@@ -246,3 +246,27 @@ def test_download_extracts_zip(tmp_path, monkeypatch):
     assert require_vision("tiny_imagenet", root) == root.resolve() / "tiny-imagenet-200"
     assert sorted(p.name for p in root.iterdir()) == ["tiny-imagenet-200"]
     assert len(load_vision("tiny_imagenet", "test", root)) == 4
+
+
+def test_validation_split_is_carved_from_train_disjoint_and_fixed(data_dir):
+    from lmcnb.data import TensorData, carve
+    from lmcnb.registry import Ref, build
+
+    data = TensorData(torch.arange(100).float()[:, None], torch.arange(100))
+    parts = carve(data, 0.1)
+    assert len(parts["val"]) == 10 and len(parts["train"]) == 90
+    assert set(parts["val"].y.tolist()).isdisjoint(parts["train"].y.tolist())
+    assert sorted(parts["val"].y.tolist() + parts["train"].y.tolist()) == list(range(100))
+    assert parts["train"].y.tolist() == sorted(parts["train"].y.tolist())  # order kept
+    assert carve(data, 0.1)["val"].y.tolist() == parts["val"].y.tolist()  # same every time
+    with pytest.raises(ValueError, match=r"in \(0, 1\)"):
+        carve(data, 1.5)
+    root = data_dir
+    train = build(Ref.of("data", "vision", name="mnist", split="train", holdout=0.2), root)
+    val = build(Ref.of("data", "vision", name="mnist", split="val", holdout=0.2), root)
+    full = build(Ref.of("data", "vision", name="mnist", split="train"), root)
+    assert len(train) + len(val) == len(full) and len(val) == round(0.2 * len(full))
+    with pytest.raises(ValueError, match="give holdout"):
+        build(Ref.of("data", "vision", name="mnist", split="val"), root)
+    with pytest.raises(ValueError, match="holdout carves the training split"):
+        build(Ref.of("data", "vision", name="mnist", split="test", holdout=0.2), root)

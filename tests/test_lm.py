@@ -195,7 +195,8 @@ def test_flop_formula_matches_counted_flops():
 def test_train_config():
     cfg = gpt.lm_train_config(batch_size=12, sim_batch_size=48, max_iters=300, warmup_steps=30,
                               lr=1e-3, min_lr=1e-4)
-    assert cfg.accum_steps == 4 and cfg.optimizer == "adamw" and cfg.betas == (0.9, 0.95)
+    assert cfg.accum_steps == 4 and cfg.betas == (0.9, 0.95)
+    assert cfg.optimizer == "adam" and cfg.weight_decay == 0.0  # the source's Adam, no decay
     assert cfg.schedule == "cosine" and cfg.grad_clip == 1.0 and cfg.max_steps == 300
     with pytest.raises(ValueError, match="multiple of batch_size"):
         gpt.lm_train_config(batch_size=12, sim_batch_size=20, max_iters=3, warmup_steps=0, lr=1,

@@ -51,7 +51,8 @@ def test_resolve_accepts_machine_parameters(tmp_path):
 
 
 SECTIONS = {
-    "smoke": {"n_alpha": 5, "finetune": {"lr": 1e-3, "steps": 4}, "n_inits": {"a": 1, "b": 2}},
+    "smoke": {"n_alpha": 5, "finetune": {"lr": 1e-3, "steps": 4, "train": {"bs": 8, "wd": 0}},
+              "n_inits": {"a": 1, "b": 2}},
     "book": {"n_alpha": 11, "finetune": {"lr": 3e-3, "steps": 150}, "n_inits": {"a": 3}},
     "paper": {"n_alpha": 30, "finetune": {"lr": 1e-4, "steps": 1000}, "n_inits": 3},
 }
@@ -74,7 +75,7 @@ def test_resolve_merges_sections_key_by_key_and_checks_their_keys():
     p = resolve(SECTIONS, "book", {**cell, "n_inits": 5})  # a plain value replaces a section
     assert p.n_inits == 5
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['step'\] in finetune; valid: "
-                                         r"\['lr', 'steps'\]"):
+                                         r"\['lr', 'steps', 'train'\]"):
         resolve(SECTIONS, "book", {**cell, "finetune": {"step": 10}})
 
 
@@ -82,7 +83,9 @@ def test_resolve_aliases_name_a_key_or_a_section_key():
     cell = {"n_alpha": None, "finetune": None, "n_inits": None, "ft_iters": 12, "alphas": 9}
     p = resolve(SECTIONS, "smoke", cell,
                 aliases={"ft_iters": "finetune.steps", "alphas": "n_alpha"})
-    assert p.finetune == {"lr": 1e-3, "steps": 12} and p.n_alpha == 9
+    assert p.finetune["steps"] == 12 and p.finetune["lr"] == 1e-3 and p.n_alpha == 9
+    p = resolve(SECTIONS, "smoke", {**cell, "finetune": {"train": {"wd": 0.1}}})
+    assert p.finetune["train"] == {"bs": 8, "wd": 0.1}  # nested sections merge too
 
 
 def test_choose():

@@ -1,7 +1,14 @@
 """Masks and pruning (lmcnb.prune) and the trainer hooks they run as (lmcnb.train): PLATON's
 schedule and score update against hand computations, exact final density, Q/K/V selected, masked
-weights exactly zero under AdamW, bit-identical resumption, random masks, masked interpolation."""
+weights exactly zero under AdamW, bit-identical resumption (of a trainer and of a killed Run),
+random masks, masked interpolation; hooks as registry refs and masks as files named by their
+content, masked children of a dense trunk in a study, the kept-fraction picture's table."""
 import itertools
+import json
+import pickle
+import shutil
+from dataclasses import replace
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -9,9 +16,9 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from lmcnb import vit
+from lmcnb import prune, vit
 from lmcnb.augment import vit_augment
-from lmcnb.checkpoint import load_state, save_state
+from lmcnb.checkpoint import CheckpointError, load_state, save_state
 from lmcnb.data import TensorData
 from lmcnb.interpolate import Interpolator, interpolate_state
 from lmcnb.prune import (
@@ -21,11 +28,16 @@ from lmcnb.prune import (
     apply_mask,
     density,
     final_mask,
+    hook_mask,
     prunable,
     random_mask,
+    save_mask,
     tensor_densities,
 )
+from lmcnb.registry import Ref, build
 from lmcnb.rng import RngStreams, Seeds
+from lmcnb.runs import Run, RunSpec, hook_identity
+from lmcnb.study import spawn_children, spawn_study
 from lmcnb.train import TrainConfig, Trainer
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -361,3 +373,122 @@ def test_the_interpolation_path_of_two_masked_children_stays_inside_the_mask():
         for n, m in mask.items():
             assert (path[n][~m] == 0).all() and (params[n].detach()[~m] == 0).all(), (alpha, n)
         assert density(prunable(path)) <= density(mask)
+
+
+# -- hooks as registry refs, masks as files, in runs and studies --------------------------------
+def _platon_ref(total=30, **kw):
+    return Ref.of("hook", "platon", total_steps=total, final_density=0.3, initial_warmup=3,
+                  final_warmup=8, delta_t=5, **kw)
+
+
+def _toy_run(root, hooks, ckpt_every=5):
+    spec = RunSpec("toyvit", "synthetic8",
+                   TrainConfig(batch_size=8, max_steps=30, optimizer="adamw", lr=1e-2,
+                               weight_decay=0.1, augment=True),
+                   Seeds.from_base(3, "prune"), hooks=tuple(hook_identity(h) for h in hooks))
+    return Run(spec, root, lambda: vit.build_vit(vit.vit_config(TOY, 10)), _data(),
+               augment=vit_augment((0.5,) * 3, (0.25,) * 3), hooks=hooks, ckpt_every=ckpt_every)
+
+
+def test_hook_refs_are_plain_data_and_a_mask_is_identified_by_its_content(tmp_path):
+    model = vit.build_vit(vit.vit_config(TOY, 10))
+    mask = _mask(model, 0.3)
+    ref = save_mask(mask, tmp_path / "a")
+    moved = tmp_path / "b" / Path(ref.kwargs()["path"]).name
+    moved.parent.mkdir()
+    shutil.copy(ref.kwargs()["path"], moved)
+    same = Ref.of("hook", "mask", path=str(moved), digest=ref.kwargs()["digest"])
+    assert pickle.loads(pickle.dumps(ref)) == ref  # a worker rebuilds it from plain data
+    assert hook_identity(same) == hook_identity(ref)  # where the file lies is not what it is
+    assert all(torch.equal(hook_mask(same)[n], m) for n, m in mask.items())
+    other = save_mask(_mask(model, 0.3, seed=1), tmp_path / "a")
+    assert hook_identity(other) != hook_identity(ref)
+    ids = {_toy_run(tmp_path, hooks).spec.run_id
+           for hooks in [(), (ref,), (same,), (other,), (_platon_ref(),),
+                         (_platon_ref(score="magnitude"),)]}
+    assert len(ids) == 5
+    # No hooks: the identity is what it was before hooks were data (existing run ids stand).
+    assert "hooks" not in _toy_run(tmp_path, ()).spec.identity()
+    # The file is verified: another mask under this digest's name is refused.
+    save_state(moved, {"mask": _mask(model, 0.5, seed=2)}, identity={"mask": "0" * 16})
+    with pytest.raises(CheckpointError, match="belongs to"):
+        hook_mask(same)
+    with pytest.raises(ValueError, match="unknown hook 'platonn'"):
+        Ref.of("hook", "platonn")
+
+
+def test_killed_pruning_run_resumes_bit_identically_from_its_last_checkpoint(tmp_path,
+                                                                             monkeypatch):
+    """A Run with a PLATON hook ref, interrupted at step 13 (its last checkpoint is step 10,
+    mid-schedule, inside a window), resumed by a new Run object: the final weights and PLATON's
+    state equal an uninterrupted run's, bit for bit."""
+    straight = _toy_run(tmp_path / "straight", (_platon_ref(),))
+    killed = _toy_run(tmp_path / "killed", (_platon_ref(),))
+    assert straight.spec.run_id == killed.spec.run_id
+    step = Trainer.step
+
+    def dies_at_14(trainer):
+        if trainer.progress.step == 13:
+            raise KeyboardInterrupt("killed")
+        return step(trainer)
+
+    with monkeypatch.context() as m:
+        m.setattr(Trainer, "step", dies_at_14)
+        with pytest.raises(KeyboardInterrupt):
+            killed.final_step()
+    last = load_state(killed.dir / "last.safetensors")
+    assert last["progress"]["step"] == 10 and last["hooks"][0]["step"] == 10
+    assert _toy_run(tmp_path / "killed", (_platon_ref(),)).final_step() == 30
+    a, b = straight.state(30), killed.state(30)
+    _assert_same(a["model"], b["model"], "model")
+    _assert_same(a["hooks"], b["hooks"], "hooks")
+    assert density(prunable(b["model"])) == pytest.approx(0.3, abs=1e-3)
+    events = [line for line in (killed.dir / "events.jsonl").read_text().splitlines()]
+    assert '"event": "resume"' in events[-2] and '"step": 10' in events[-2]
+
+
+def test_masked_children_of_a_dense_trunk_start_and_stay_inside_the_mask(tmp_path,
+                                                                           mnist_setup):
+    """child_hooks: the trunk trains dense (its id unchanged), every child starts from m ⊙ W_k
+    and keeps the pruned weights exactly zero, and the interpolation path stays in the mask."""
+    dense = mnist_setup(tmp_path)
+    with torch.random.fork_rng():
+        shapes = {n: p.shape for n, p in build(dense.net).named_parameters()}
+    g = torch.Generator().manual_seed(0)
+    mask = {n: torch.rand(shapes[n], generator=g) < 0.3
+            for n in ("classifier.1.weight", "classifier.3.weight")}
+    masked = replace(dense, child_hooks=(save_mask(mask, tmp_path / "masks"),))
+    assert masked.trunk(0).spec.run_id == dense.trunk(0).spec.run_id
+    results = spawn_study(masked, [0, 4], n_children=2)
+    kids = {k: spawn_children(masked, 0, k, 2) for k in (0, 4)}
+    assert kids[0][0].spec.run_id != spawn_children(dense, 0, 0, 2)[0].spec.run_id
+    trunk = masked.trunk(0).weights()
+    assert all(bool((trunk[n][~m] != 0).all()) for n, m in mask.items())  # dense
+    for k, (a, b) in kids.items():
+        wa, wb = a.weights(), b.weights()
+        assert not torch.equal(wa["classifier.5.weight"], wb["classifier.5.weight"])
+        start = a.state(k)  # the child's first checkpoint: m ⊙ W_k
+        for n, m in mask.items():
+            assert not start["model"][n][~m].any() and torch.equal(
+                start["model"][n][m], masked.trunk(0).weights(k)[n][m])
+        for alpha in (0.0, 0.3, 0.5, 1.0):
+            path = interpolate_state(wa, wb, alpha)
+            assert all(not path[n][~m].any() for n, m in mask.items()), (k, alpha)
+    assert set(results.barriers.spawn_step) == {0, 4}
+    assert "child_hooks" in json.loads((results.folder / "study.json").read_text())
+
+
+def test_kept_fraction_per_layer_and_matrix_type():
+    model = vit.build_vit(vit.vit_config(TOY, 10))
+    mask = {n: torch.zeros(p.shape, dtype=torch.bool) for n, p in prunable(model).items()}
+    for n, m in mask.items():
+        if ".1." in n and ("q_proj" in n or "query" in n):
+            m.fill_(True)  # layer 1's Q, weight and bias
+        if ".0." in n and ("fc2" in n or ("output.dense" in n and "attention" not in n)):
+            m.view(-1)[: m.numel() // 4] = True  # a quarter of layer 0's MLP out
+    table = prune.kept_by_layer(mask)
+    assert list(table.columns) == ["Q", "K", "V", "O", "MLP in", "MLP out"]
+    assert list(table.index) == [0, 1]
+    assert table.loc[1, "Q"] == 1.0 and table.loc[0, "Q"] == 0.0
+    assert table.loc[0, "MLP out"] == pytest.approx((16 * 32 // 4 + 16 // 4) / (16 * 32 + 16))
+    assert table.drop(columns=["Q", "MLP out"]).to_numpy().sum() == 0

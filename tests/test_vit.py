@@ -1,11 +1,16 @@
 """Vision transformers (lmcnb.vit) and their fine-tuning augmentation (lmcnb.augment.vit_augment):
-named shapes, a self-pretrained checkpoint loaded back with a new head, offline fail-fast."""
+named shapes, a self-pretrained checkpoint loaded back with a new head, offline fail-fast, the
+batched augmentation against v2's ops image by image, images and inputs resized for a ViT,
+pretraining checkpoints published from step 0 and the fine-tuning setups that load them."""
+from pathlib import Path
+
 import pytest
 import torch
+from torchvision.transforms.v2 import functional as F
 
-from lmcnb import text, vit
+from lmcnb import augment, pretrained, vit
 from lmcnb.augment import vit_augment
-from lmcnb.data import MEAN, STD, TensorData
+from lmcnb.data import MEAN, STD, TensorData, load_vision
 from lmcnb.rng import RngStreams, Seeds
 from lmcnb.train import TrainConfig, Trainer
 
@@ -90,7 +95,7 @@ def test_a_self_pretrained_vit_loads_back_with_a_new_head_built_in_the_callers_s
 
 
 def test_offline_hub_id_fails_at_once(monkeypatch):
-    monkeypatch.setattr(text, "hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(pretrained, "hub_reachable", lambda timeout=3.0: False)
     with pytest.raises(OSError, match="cannot be reached"):
         vit.load_pretrained("google/vit-base-patch16-224-in21k", 10)
 
@@ -128,3 +133,80 @@ def test_vit_augment_without_crop_and_jitter_is_a_flip_and_round_trips_the_norma
     assert all(f != s for f, s in zip(flipped, same)) and 5 < sum(flipped) < 27
     cropped = vit_augment(MEAN["cifar10"], STD["cifar10"], jitter=(0, 0, 0, 0))(x)
     assert (cropped - x).abs().max() > 0.5  # the 24×24 crop, resized back, zooms in
+
+
+def test_batched_augmentation_equals_v2_functional_image_by_image():
+    """`apply` (the whole batch at once) against torchvision's v2.functional ops run image by
+    image with the same drawn parameters: crop, resize, flip, then jitter in each image's order."""
+    torch.manual_seed(0)
+    pixels = torch.rand(48, 3, 32, 32)
+    params = augment.draw(48, (32, 32), 0.75, augment.JITTER)
+    assert params["crop"].tolist() == [24, 24]
+    assert len({tuple(order) for order in params["order"].tolist()}) > 6  # per image
+    out = augment.apply(pixels, params)
+    ops = {"brightness": F.adjust_brightness, "contrast": F.adjust_contrast,
+           "saturation": F.adjust_saturation, "hue": F.adjust_hue}
+    for i in range(48):
+        img = F.resize(F.crop(pixels[i], int(params["top"][i]), int(params["left"][i]), 24, 24),
+                       [32, 32])
+        img = F.horizontal_flip(img) if params["flip"][i] else img
+        for j in params["order"][i].tolist():
+            name = list(augment.JITTER_OPS)[j]
+            img = ops[name](img, float(params[name][i]))
+        assert torch.allclose(out[i], img, atol=2e-6, rtol=0), i
+    with pytest.raises(ValueError, match="jitter"):
+        vit_augment((0.5,) * 3, (0.5,) * 3, jitter=(0.2, 0.2, 0.2, 0.7))
+
+
+def test_vit_images_and_inputs_resized_to_the_model(data_dir):
+    small = vit.vit_images("tiny_imagenet", "test", data_dir, size=32)
+    full = load_vision("tiny_imagenet", "test", data_dir)
+    assert small.x.shape == (1000, 3, 32, 32) and torch.equal(small.y, full.y)
+    assert torch.allclose(small.x.mean((-1, -2)), full.x.mean((-1, -2)), atol=0.02)  # averaged
+    proc = vit.vit_images("tiny_imagenet", "test", data_dir, size=32, normalize="processor")
+    mean, std = (torch.tensor(v).view(-1, 1, 1) for v in (MEAN["tiny_imagenet"],
+                                                          STD["tiny_imagenet"]))
+    assert torch.allclose(proc.x, ((small.x * std + mean) - 0.5) / 0.5, atol=1e-5)
+    assert vit.pixel_stats("cifar10", "processor") == ((0.5,) * 3, (0.5,) * 3)
+    with pytest.raises(ValueError, match="'dataset', 'processor'"):
+        vit.pixel_stats("cifar10", "imagenet")
+    # A model of 8×8 inputs fed 4×4 images: resized in its forward, as the processor would.
+    torch.manual_seed(0)
+    model = vit.resize_inputs(vit.build_vit(vit.vit_config("ToyViT", 10))).eval()
+    x = torch.randn(2, 3, 4, 4)
+    up = F.resize(x, [8, 8], antialias=False)
+    assert torch.equal(model(x).logits, model(up).logits)
+    assert torch.equal(model(pixel_values=x).logits, model(up).logits)
+    plain = vit.build_vit(model.config).eval()
+    plain.load_state_dict(model.state_dict())
+    assert torch.equal(plain(up).logits, model(x).logits)
+    with pytest.raises(ValueError, match="doesn't match"):
+        plain(x)  # without the hook, transformers refuses the size
+
+
+def test_pretraining_publishes_checkpoints_from_step_0_that_fine_tuning_loads(tmp_path,
+                                                                            data_dir):
+    """`pretrain` on Tiny ImageNet-20 (8×8 here): a save_pretrained folder per requested step,
+    step 0 the initialization; each loads with a new 10-class head; a damaged folder is rebuilt;
+    fine-tuning setups from two checkpoints are different runs."""
+    train = TrainConfig(batch_size=16, max_steps=4, optimizer="adamw", lr=1e-3, augment=True)
+    folders = vit.pretrain("ToyViT", train, tmp_path, [0, 2, "4it"], size=8,
+                           data_dir=str(data_dir))
+    assert sorted(folders) == [0, 2, 4]
+    states = {k: {n: t.clone() for n, t in vit.load_pretrained(f, 20).state_dict().items()}
+              for k, f in folders.items()}  # copies: the loaded tensors map the files
+    assert not torch.equal(states[0]["vit.layernorm.weight"], states[4]["vit.layernorm.weight"])
+    assert torch.equal(states[0]["vit.layernorm.weight"], torch.ones(16))  # untrained
+    (Path(folders[2]) / "model.safetensors").write_bytes(b"damaged")
+    again = vit.pretrain("ToyViT", train, tmp_path, [0, 2, 4], size=8, data_dir=str(data_dir))
+    assert again == folders
+    assert torch.equal(vit.load_pretrained(again[2], 20).state_dict()["classifier.weight"],
+                       states[2]["classifier.weight"])
+    setups = {k: vit.vit_setup("unit", "toy", train, tmp_path, pretrained=folders[k],
+                               size=8, data_dir=str(data_dir)) for k in (0, 4)}
+    assert setups[0].trunk(0).spec.run_id != setups[4].trunk(0).spec.run_id
+    jitter = vit.vit_setup("unit", "toy", train, tmp_path, pretrained=folders[4], size=8,
+                           data_dir=str(data_dir), augment={"jitter": (0.4, 0.2, 0.2, 0.0)})
+    assert jitter.trunk(0).spec.run_id != setups[4].trunk(0).spec.run_id
+    with pytest.raises(ValueError, match="not both"):
+        vit.vit_setup("unit", "toy", train, tmp_path, shape="ToyViT", pretrained=folders[4])

@@ -79,6 +79,31 @@ def test_real_ptb_sizes(data_dir):
     assert splits["test"].y.numel() == 82250
 
 
+def test_registry_streams_are_load_ptb_chunks(data_dir):
+    from lmcnb.registry import Ref, build
+
+    _, splits = load_ptb(data_dir, download=False)
+    for split, streams in (("train", 16), ("test", 10)):
+        ref = Ref.of("data", "ptb_streams", split=split, streams=streams, bptt=35)
+        whole = build(ref, data_dir)
+        assert torch.equal(whole.x, splits[split].x) and torch.equal(whole.y, splits[split].y)
+    first = build(Ref.of("data", "ptb_streams", split="train", streams=16, bptt=35, limit=5),
+                  data_dir)
+    assert torch.equal(first.x, splits["train"].x[:5]) and torch.equal(first.y,
+                                                                       splits["train"].y[:5])
+    vocab = build(Ref.of("tokenizer", "ptb_vocab"), data_dir)
+    assert vocab == load_ptb(data_dir, download=False)[0]
+
+
+@pytest.mark.parametrize("bad", [{"bptt": 0}, {"streams": 0}, {"limit": 0}])
+def test_registry_streams_refuse_bad_sizes_before_reading(tmp_path, bad):
+    from lmcnb.registry import Ref, build
+
+    args = {"split": "train", "streams": 16, "bptt": 35, **bad}
+    with pytest.raises(ValueError, match=rf"{next(iter(bad))} must be an integer >= 1"):
+        build(Ref.of("data", "ptb_streams", **args), tmp_path)  # empty: no DatasetMissing first
+
+
 def test_missing_ptb_names_files(tmp_path):
     with pytest.raises(DatasetMissing) as err:
         load_ptb(tmp_path, download=False)
