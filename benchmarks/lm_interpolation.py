@@ -2,7 +2,7 @@
 
     python benchmarks/lm_interpolation.py [--model CPUGPT] [--n-alpha 30] [--train-steps 100]
 
-* seed 000's way: for every α a fresh deep copy of the model loads θ(α); the test split is fed
+* james-hx-song's way: for every α a fresh deep copy of the model loads θ(α); the test split is fed
   one sequence per forward pass;
 * lmcnb's way: `lmcnb.interpolate.interpolation_curve`: one model rewritten in place with
   `lerp`, windows preloaded as one tensor and evaluated in batches under inference mode.
@@ -126,7 +126,7 @@ def main() -> None:
               f"{step_flops / step_s / 1e9 / peak:.0%} of peak")
     curve_flops = flops["forward_per_token"] * test.y.numel() * len(alphas)
     diff = np.abs(ours[["loss", "error"]].to_numpy() - seed_curve).max(axis=0)
-    print(f"seed 000's way: {seed_s:7.1f} s  ({curve_flops / seed_s / 1e9:.1f} GFLOP/s)")
+    print(f"james-hx-song's way: {seed_s:7.1f} s  ({curve_flops / seed_s / 1e9:.1f} GFLOP/s)")
     print(f"lmcnb's way:    {ours_s:7.1f} s  ({curve_flops / ours_s / 1e9:.1f} GFLOP/s = "
           f"{curve_flops / ours_s / 1e9 / peak:.0%} of peak; {args.batch_tokens:,}-token batches)")
     print(f"speed-up: {seed_s / ours_s:.1f}x; max |Δ| loss {diff[0]:.2e}, error {diff[1]:.2e}")

@@ -1,4 +1,4 @@
-"""One 11-α curve of seed 001's transformer LM over the whole PTB train and test streams, two ways.
+"""One 11-α curve of hahacen's transformer LM over the whole PTB train and test streams, two ways.
 
     python benchmarks/ptb_interpolation.py [--train-steps 100] [--batch-tokens 8192] [--quick]
 
@@ -6,7 +6,7 @@ The endpoints A and B are two quick trainings with lmcnb's `Trainer` from differ
 001's recipe: SGD lr 2.5, no momentum, clip 0.5; one chunk of 16 streams × 35 tokens per step,
 `--train-steps` steps each). θ(α) is then evaluated on train (16 streams) and test (10 streams):
 
-* seed 001's way: α = 0, 0.1, … accumulated as floats; per α a fresh deep copy of the model
+* hahacen's way: α = 0, 0.1, … accumulated as floats; per α a fresh deep copy of the model
   loads the interpolated parameters; each split is fed one bptt-35 chunk of all its streams per
   forward pass (eval mode, no_grad);
 * lmcnb's way: `lmcnb.interpolate.interpolation_curve` over `alpha_grid(11)`: one model rewritten
@@ -103,7 +103,7 @@ def main() -> None:
     cfg = TransformerLMConfig(vocab_size=len(vocab))
     per_token = forward_flops_per_token(cfg, BPTT)
     tokens = {s: d.y.numel() for s, d in chunks.items()}
-    print(f"seed 001's model: {sum(p.numel() for p in TransformerLM(cfg).parameters()):,} "
+    print(f"hahacen's model: {sum(p.numel() for p in TransformerLM(cfg).parameters()):,} "
           f"parameters, {per_token / 1e6:.3f} MFLOP forward per token (bptt {BPTT}); "
           + ", ".join(f"{s} {n_chunks[s]} chunks × {STREAMS[s]} × {BPTT} = {tokens[s]:,} tokens"
                       for s in STREAMS)
@@ -150,7 +150,7 @@ def main() -> None:
     ours_curve = np.array([ours_table.loc[(s, float(a))].to_numpy()
                            for a in alpha_grid(11) for s in STREAMS])
     diff = np.abs(ours_curve - seed_curve).max(axis=0)
-    print(f"seed 001's way: {seed_s:7.1f} s  ({curve_flops / seed_s / 1e9:.1f} GFLOP/s = "
+    print(f"hahacen's way: {seed_s:7.1f} s  ({curve_flops / seed_s / 1e9:.1f} GFLOP/s = "
           f"{curve_flops / seed_s / 1e9 / peak:.0%} of peak; one chunk per forward)")
     print(f"lmcnb's way:    {ours_s:7.1f} s  ({curve_flops / ours_s / 1e9:.1f} GFLOP/s = "
           f"{curve_flops / ours_s / 1e9 / peak:.0%} of peak; {args.batch_tokens:,}-token batches)")

@@ -1,11 +1,12 @@
-"""One fine-tuning step of the CPU ViT at batch 64 on 32×32 inputs, and PLATON's overhead per step.
+"""One fine-tuning step of a ViT at batch 64 on 32×32 inputs, and PLATON's overhead per step.
 
-    python benchmarks/vit.py [--threads 2] [--steps 10] [--quick]
+    python benchmarks/vit.py [--shape MiniViT] [--threads 2] [--steps 10] [--quick]
 
-The step is lmcnb's `Trainer.step` with the chapter's fine-tuning recipe: `CPUViT` (patch 4,
-width 192, 6 layers, 3 heads, MLP 768; 65 tokens), AdamW at lr 2e-4, the seed's augmentation
-(`lmcnb.augment.vit_augment`), on synthetic normalized images (the time does not depend on the
-pixels). Its FLOPs are counted by `torch.utils.flop_counter.FlopCounterMode` over one step
+The step is lmcnb's `Trainer.step` with the chapter's fine-tuning recipe: by default the book
+profile's `MiniViT` (patch 8, width 128, 4 layers, 4 heads, MLP 256; 17 tokens; `--shape CPUViT`
+for patch 4, width 192, 6 layers, 65 tokens), AdamW at lr 2e-4, the seed's augmentation
+(`lmcnb.augment.vit_augment`, batched), on synthetic normalized images (the time does not depend
+on the pixels). Its FLOPs are counted by `torch.utils.flop_counter.FlopCounterMode` over one step
 (forward and backward: linears, the patch convolution, attention); the counter has no formula for
 CPU's fused attention kernel, so it is given the one torch uses for the GPU kernels. The achieved
 GFLOP/s are set against the fp32 matmul peak measured in the same run (`benchmarks/peak.py`, best
@@ -70,8 +71,9 @@ class Timed:
         self.calls.append((trainer.progress.step, time.perf_counter() - start))
 
 
-def trainer(augment: bool, hooks=()) -> Trainer:
-    """A fresh CPUViT with the fine-tuning recipe, on 4 batches of synthetic CIFAR-10-sized data."""
+def trainer(shape: str, augment: bool, hooks=()) -> Trainer:
+    """A fresh ViT of `shape` with the fine-tuning recipe, on 4 batches of synthetic CIFAR-10-sized
+    data."""
     g = torch.Generator().manual_seed(0)
     data = TensorData(torch.randn(4 * BATCH, 3, 32, 32, generator=g),
                       torch.randint(0, 10, (4 * BATCH,), generator=g))
@@ -79,7 +81,7 @@ def trainer(augment: bool, hooks=()) -> Trainer:
                       augment=augment)
     streams = RngStreams(Seeds.from_base(0, "benchmark"))
     with streams.active("init"):
-        model = vit.build_vit(vit.vit_config("CPUViT", 10))
+        model = vit.build_vit(vit.vit_config(shape, 10))
     return Trainer(model, cfg, data, streams, augment=vit_augment(MEAN["cifar10"], STD["cifar10"]),
                    hooks=hooks)
 
@@ -98,6 +100,8 @@ def step_times(t: Trainer, steps: int, warmup: int = 1) -> list[float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shape", default="MiniViT", choices=[s for s, v in vit.VIT_SHAPES.items()
+                                                           if v.image_size == 32])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
     ap.add_argument("--quick", action="store_true", help="2 timed steps, deltaT 2: under a minute")
@@ -108,15 +112,15 @@ def main() -> None:
     print(f"load average at start: {' '.join(f'{v:.2f}' for v in os.getloadavg())}; "
           f"{torch.get_num_threads()} threads")
     peaks = [matmul_peak(repeats=3 if args.quick else 10)]
-    dense = trainer(augment=True)
+    dense = trainer(args.shape, augment=True)
     selected = sum(p.numel() for p in prunable(dense.model).values())
-    print(f"CPUViT: {sum(p.numel() for p in dense.model.parameters()):,} parameters, "
+    print(f"{args.shape}: {sum(p.numel() for p in dense.model.parameters()):,} parameters, "
           f"{selected:,} selected for pruning; batch {BATCH} × 3×32×32")
     with FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION) as counter:
         dense.step()  # also the warm-up
     flops = counter.get_total_flops()
     with_aug = step_times(dense, steps, warmup=0)
-    without_aug = step_times(trainer(augment=False), steps)
+    without_aug = step_times(trainer(args.shape, augment=False), steps)
     peaks.append(matmul_peak(repeats=3 if args.quick else 10))
 
     # PLATON over deltaT window-only steps, two cubic-phase window ends and a final phase.
@@ -124,7 +128,7 @@ def main() -> None:
     schedule = CubicSchedule(total_steps=total, final_density=0.2, final_warmup=delta_t,
                              delta_t=delta_t)
     timed = Timed(Platon(schedule, beta1=0.85, beta2=0.95))
-    step_times(trainer(augment=True, hooks=[timed]), total, warmup=0)
+    step_times(trainer(args.shape, augment=True, hooks=[timed]), total, warmup=0)
     peaks.append(matmul_peak(repeats=3 if args.quick else 10))
 
     peak = max(peaks)

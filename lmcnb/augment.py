@@ -26,15 +26,16 @@ def crop_and_flip(dataset: str) -> Callable[[torch.Tensor], torch.Tensor]:
     return augment
 
 
-# Seed 004 named the colour jitter but not its strengths. Moderate ones: brightness, contrast and
-# saturation factors drawn from [0.8, 1.2], hue shifted by up to ±0.05 of the colour circle (±18°).
+# Han and Zhu named the colour jitter but not its strengths. Moderate ones: brightness, contrast
+# and saturation factors drawn from [0.8, 1.2], hue shifted by up to ±0.05 of the colour circle
+# (±18°).
 JITTER = (0.2, 0.2, 0.2, 0.05)
 _GRAY = (0.2989, 0.587, 0.114)  # v2's luma weights (rgb_to_grayscale)
 
 
 def vit_augment(mean: Sequence[float], std: Sequence[float], crop_scale: float = 0.75,
                 jitter: Sequence[float] = JITTER) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Seed 004's ViT fine-tuning augmentation: a random crop of `crop_scale` of each side (24×24
+    """Han and Zhu's ViT fine-tuning augmentation: a random crop of `crop_scale` of each side (24×24
     of a 32×32 image) resized back to the input size, a horizontal flip, and colour jitter
     (brightness, contrast, saturation, hue; `jitter` gives their strengths as in `v2.ColorJitter`).
 

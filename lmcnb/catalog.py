@@ -123,10 +123,10 @@ def _crop_flip(data_dir: Any, dataset: str):
     return crop_and_flip(dataset)
 
 
-# -- Penn Treebank word-level language model (seed 001) -----------------------------------------
+# -- Penn Treebank word-level language model (hahacen) -----------------------------------------
 @register("model", "transformer_lm")
 def _transformer_lm(data_dir: Any, config: dict[str, Any]):
-    """Seed 001's `nn.TransformerEncoder` LM, freshly initialized, of a `TransformerLMConfig`."""
+    """hahacen's `nn.TransformerEncoder` LM, freshly initialized, of a `TransformerLMConfig`."""
     from .transformer_lm import TransformerLM, TransformerLMConfig
 
     return TransformerLM(TransformerLMConfig(**config))
@@ -157,7 +157,7 @@ def _ptb_streams(data_dir: Any, split: str, streams: int, bptt: int, eos: bool =
     return data if limit is None else TensorData(data.x[:limit].clone(), data.y[:limit].clone())
 
 
-# -- vision transformers and pruning (seed 004) --------------------------------------------------
+# -- vision transformers and pruning (Han and Zhu) ----------------------------------------------
 @register("model", "vit")
 def _vit(data_dir: Any, shape: str | dict[str, Any], num_labels: int):
     """A freshly initialized `ViTForImageClassification` of a named shape (`lmcnb.vit.VIT_SHAPES`)
@@ -191,7 +191,7 @@ def _vit_images(data_dir: Any, name: str, split: str, size: int | None = None,
 @register("augment", "vit")
 def _vit_augment(data_dir: Any, dataset: str, normalize: str = "dataset", crop_scale: float = 0.75,
                  jitter: tuple[float, float, float, float] | None = None):
-    """Seed 004's crop, resize, flip and colour jitter (`lmcnb.augment.vit_augment`) for inputs
+    """Han and Zhu's crop, resize, flip and colour jitter (`lmcnb.augment.vit_augment`) for inputs
     normalized as `lmcnb.vit.pixel_stats(dataset, normalize)` says."""
     from .augment import JITTER, vit_augment
     from .vit import pixel_stats

@@ -64,7 +64,8 @@ class Claim:
 
     `rule` says when they agree: `"stable"` / `"unstable"` (against the threshold), `"<x"`,
     `">x"`, or `"≈x±t"` (within t, CI included). `note` names what the source did differently
-    and what that does to its number.
+    and what that does to its number. A measured value that is not a fraction (a loss) has
+    `percent=False`.
     """
 
     source: str
@@ -74,6 +75,13 @@ class Claim:
     ci: float | None = None
     rule: str = "stable"
     note: str = ""
+    percent: bool = True  # the measured value is a fraction shown as a percentage
+
+    def measured_text(self) -> str:
+        if not self.percent and self.measured is not None:
+            ci = "" if self.ci is None or math.isnan(self.ci) else f" ± {self.ci:.3g}"
+            return f"{self.measured:.3g}{ci}"
+        return pct(self.measured, self.ci)
 
     def __post_init__(self) -> None:
         if not _RULE.match(self.rule):
@@ -105,7 +113,7 @@ class Claim:
 def claims_table(claims: Iterable[Claim]) -> pd.DataFrame:
     """One row per claim: the source's statement, the book's number, the outcome, the note."""
     return pd.DataFrame([{"source": c.source, "statement": c.statement,
-                          "this book": f"{c.quantity}: {pct(c.measured, c.ci)}",
+                          "this book": f"{c.quantity}: {c.measured_text()}",
                           "outcome": c.outcome(), "what differs": c.note} for c in claims])
 
 

@@ -139,7 +139,8 @@ def claims(results: Mapping[str, Results], statistics: pd.DataFrame | None = Non
                           "chance (ln 1000 ≈ 6.9)", "loss at α=0 with statistics never copied",
                           float(source), None, f">{chance:.3f}",
                           "BatchNorm statistics were neither interpolated nor copied: they stay "
-                          "at 0 and 1, so even the trained endpoints are evaluated wrongly"))
+                          "at 0 and 1, so even the trained endpoints are evaluated wrongly",
+                          percent=False))
     return rows
 
 

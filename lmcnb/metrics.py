@@ -43,13 +43,13 @@ def instability(values: np.ndarray) -> float:
 
 
 def relative_ppl_instability(losses: np.ndarray) -> float:
-    """Seed 001: (max PPL − mean endpoint PPL) / max PPL, with PPL = exp(loss)."""
+    """hahacen's study: (max PPL − mean endpoint PPL) / max PPL, with PPL = exp(loss)."""
     ppl = np.exp(np.asarray(losses, float))
     return float((ppl.max() - 0.5 * (ppl[0] + ppl[-1])) / ppl.max())
 
 
 def seed_relative_ppl_instability(losses: np.ndarray) -> float:
-    """R as seed 001's code computed it: |max PPL − ½(PPL₀ + PPL₉)| / max PPL, PPL = exp(loss).
+    """R as hahacen's code computed it: |max PPL − ½(PPL₀ + PPL₉)| / max PPL, PPL = exp(loss).
 
     `losses` is its 11-point curve, α = 0, 0.1, …, 1 accumulated as floats (so the points are
     0.30000000000000004, …, 0.9999999999999999: a difference under 2e-16). The max runs over all

@@ -1,4 +1,4 @@
-"""The CNNs of seed 003's table. Each fits on a screen; `build_model` picks one by name."""
+"""The CNNs of Shapira's table. Each fits on a screen; `build_model` picks one by name."""
 from __future__ import annotations
 
 import torch
@@ -25,7 +25,7 @@ class LeNet5(nn.Module):
 
 class ReducedVGG(nn.Module):
     """VGG's first stage, reduced: two 3x3 conv layers with a max-pool each, two FC layers with
-    dropout: 860,130 parameters (seed 003: ~855K)."""
+    dropout: 860,130 parameters (Shapira's study: ~855K)."""
 
     def __init__(self, num_classes: int = 10, dropout: float = 0.5):
         super().__init__()

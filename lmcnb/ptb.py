@@ -1,7 +1,7 @@
-"""The Penn Treebank chapter as data: seed 001's recipe and study, the noise ablation, R as the
+"""The Penn Treebank chapter as data: hahacen's recipe and study, the noise ablation, R as the
 seed computed it beside the book's R, the claims, and the next-word view of the α-slider.
 
-Seed 001 (hahacen, *Linear Mode Connectivity in Transformer Models*) trained the PyTorch
+hahacen's study (hahacen, *Linear Mode Connectivity in Transformer Models*) trained the PyTorch
 word-LM tutorial's transformer (`lmcnb.transformer_lm`) on PTB's contiguous streams
 (`lmcnb.wordlm`) with SGD and a per-epoch step decay, and reported the relative perplexity
 instability R = (max PPL − ½[PPL(0) + PPL(1)]) / max PPL of pairs of copies (`lmcnb.metrics`).
@@ -38,14 +38,14 @@ SEED_GRID = 11  # the seed's α = 0, 0.1, …, 1
 # The noise ablation: the RNG streams in which two children differ. "both" is the study's
 # default (augmentation draws nothing for a language model).
 NOISE_SOURCES = {"data_order": ("data_order",), "dropout": ("dropout",), "both": NOISE}
-SOURCE = "hahacen (seed 001)"
+SOURCE = "hahacen (hahacen)"
 SOURCE_R = {"train": 0.149, "test": 0.137}  # the seed's R at initialization
 
 
 # -- the recipe and the study ------------------------------------------------------------------
 def seed_recipe(*, epochs: float, lr: float = 2.5, gamma: float = 0.95,
                 grad_clip: float | None = 0.5) -> TrainConfig:
-    """Seed 001's SGD: no momentum, one chunk of streams × bptt tokens per step, gradient norm
+    """hahacen's SGD: no momentum, one chunk of streams × bptt tokens per step, gradient norm
     clipped at `grad_clip`, lr × γ^e in epoch e (a step milestone at every epoch's end), the
     validation split evaluated after every epoch."""
     if isinstance(epochs, bool) or not isinstance(epochs, (int, float)) or epochs <= 0:

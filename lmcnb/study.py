@@ -363,7 +363,7 @@ def spawn_study(setup: Setup, spawn_steps: Sequence[int | str], n_children: int 
 
 def main_branch_study(setup: Setup, k1_steps: Sequence[int | str], k2_steps: Sequence[int | str],
                       n_inits: int = 1, executor: str | Executor | None = "serial") -> Results:
-    """Seed 003's (k1, k2) grid: a child from the main branch at k1, trained k2 steps, against the
+    """Shapira's (k1, k2) grid: a child from the main branch at k1, trained k2 steps, against the
     main branch at k1 + k2."""
     at_least("n_inits", n_inits, 1)
     k1s, k2s = setup.steps(k1_steps), setup.steps(k2_steps)

@@ -1,4 +1,4 @@
-"""Seed 001's word-level language model (the PyTorch word-LM tutorial's transformer).
+"""hahacen's word-level language model (the PyTorch word-LM tutorial's transformer).
 
 Token embedding scaled by √d plus sinusoidal positions, dropout, `nn.TransformerEncoder` (post-LN,
 ReLU, causal mask), an untied linear decoder. Embedding and decoder weights ~ U(±0.1), decoder bias

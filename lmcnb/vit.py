@@ -468,11 +468,12 @@ def _row(table: Any, run: str) -> float | None:
 
 
 def summary(results: dict[str, Any], length: dict[int, Any], pruning: Any,
-            masked: dict[str, Any], control: Any) -> dict[str, str]:
+            masked: dict[str, Any], random: Any, reinit: Any) -> dict[str, str]:
     """The numbers the chapter's prose states. `results`: the "fine-tuned" and "from scratch"
     spawn studies; `length`: `pretraining_length`; `pruning`: `prune.pruning_table` (first row
     dense); `masked`: spawn studies of masked children, the first of the fine-tuned model with
-    the PLATON mask; `control`: its random-mask twin."""
+    the PLATON mask; its controls at k = 0: a `random` mask of the same per-layer density, and
+    the same mask on a random initialization (`reinit`)."""
     from scipy.stats import spearmanr
 
     from .chapter import accuracy, at_step, k_star_text, pct, verdict
@@ -490,7 +491,8 @@ def summary(results: dict[str, Any], length: dict[int, Any], pruning: Any,
                               for step, r in length.items()) or "not measured"
     out["pruning"] = "; ".join(f"{run} {acc:.1%}"
                                for run, acc in zip(pruning.run, pruning["test accuracy"]))
-    for key, r in (("ticket", next(iter(masked.values()))), ("random", control)):
+    for key, r in (("ticket", next(iter(masked.values()))), ("random", random),
+                   ("reinit", reinit)):
         t = stability_and_accuracy(r)
         first = t[t.k == t.k.min()].iloc[0]
         out[f"{key}_acc"] = pct(first.accuracy, first.accuracy_ci, digits=1)
@@ -505,8 +507,8 @@ def summary(results: dict[str, Any], length: dict[int, Any], pruning: Any,
     return out
 
 
-def claims(results: dict[str, Any], pruning: Any, masked: dict[str, Any],
-           control: Any) -> list[Any]:
+def claims(results: dict[str, Any], pruning: Any, masked: dict[str, Any], random: Any,
+           reinit: Any) -> list[Any]:
     """Han & Zhu's statements (and Frankle et al.'s) against this chapter's measurements."""
     from .chapter import Claim, at_step
     from .prune import stability_and_accuracy
@@ -516,7 +518,12 @@ def claims(results: dict[str, Any], pruning: Any, masked: dict[str, Any],
 
     dense, platon = _row(pruning, "dense"), _row(pruning, "PLATON 20%")
     first = {name: stability_and_accuracy(r).iloc[0] for name, r in
-             (("ticket", next(iter(masked.values()))), ("random", control))}
+             (("ticket", next(iter(masked.values()))), ("random", random), ("reinit", reinit))}
+
+    def beats(control: str) -> tuple[float, float]:
+        a, b = first["ticket"], first[control]
+        return float(a.accuracy - b.accuracy), float(np.hypot(a.accuracy_ci, b.accuracy_ci))
+
     scale = ("the book fine-tunes a 0.5M-parameter ViT pretrained here for a fraction of an epoch; "
              "the source, the hub's ViT-B/16 for 8 epochs")
     src = SOURCE_ACCURACY
@@ -540,8 +547,9 @@ def claims(results: dict[str, Any], pruning: Any, masked: dict[str, Any],
               f"≈{src['ticket 20%'] - src['PLATON 20%']:.3f}±0.02",
               "the ticket trains as long as the dense model, PLATON half as long"),
         Claim("Frankle et al. 2020", "a pruning mask beats a random mask of the same per-layer "
-              "density", "ticket − random mask at k = 0",
-              float(first["ticket"].accuracy - first["random"].accuracy),
-              float(np.hypot(first["ticket"].accuracy_ci, first["random"].accuracy_ci)), ">0",
+              "density", "ticket − random mask at k = 0", *beats("random"), ">0",
               "CI: the two accuracies' CIs combined in quadrature"),
+        Claim("Frankle et al. 2020", "a mask needs the weights it was found on: on a random "
+              "initialization it does worse", "ticket − same mask reinitialized",
+              *beats("reinit"), ">0", "CI: the two accuracies' CIs combined in quadrature"),
     ]

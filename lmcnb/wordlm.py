@@ -14,9 +14,10 @@ so `lmcnb.train.Trainer` with ``TrainConfig(batch_size=1)`` takes one chunk per 
 count chunks: with a 10,000-word vocabulary each token's logits take 40 kB, so ~8,192 tokens per
 forward (23 test chunks of 10 × 35) rather than `evaluate`'s default of 1,000 examples.
 
-* **Order.** The tutorial (and seed 001) walks the chunks in order 0, 1, …, N − 1 every epoch;
-  `Trainer` draws a fresh permutation of the chunk indices from the data-order stream every epoch.
-  A chunk's content (which tokens sit side by side in one batch) is the same under both orders.
+* **Order.** The tutorial (and hahacen's code) walks the chunks in order 0, 1, …, N − 1 every
+  epoch; `Trainer` draws a fresh permutation of the chunk indices from the data-order stream
+  every epoch. A chunk's content (which tokens sit side by side in one batch) is the same under
+  both orders.
 * **Tail.** The last (L − 1) mod bptt predictions of each stream (fewer than `bptt`) belong to no
   chunk, in every split: they are neither trained on nor evaluated. The tutorial fed them as a
   shorter last chunk; here every example has one shape. PTB test with ``<eos>``, 10 streams,
@@ -115,7 +116,7 @@ def stream_chunks(ids: torch.Tensor, batch_size: int, bptt: int) -> TensorData:
 def word_splits(texts: Mapping[str, str], *, eos: bool = True, batch_size: int = 16,
                 eval_batch_size: int = 10, bptt: int = 35) -> tuple[Vocab, dict[str, TensorData]]:
     """The vocabulary of ``texts["train"]`` and the chunks of every split: `batch_size` streams
-    for "train", `eval_batch_size` for the others (seed 001: 16 and 10)."""
+    for "train", `eval_batch_size` for the others (hahacen's study: 16 and 10)."""
     check_positive(batch_size=batch_size, eval_batch_size=eval_batch_size, bptt=bptt)
     vocab = Vocab.build(texts["train"], eos)
     return vocab, {s: stream_chunks(vocab.encode(t),

@@ -44,6 +44,8 @@ def test_claim_rejects_an_unknown_rule_and_the_table_has_one_row_per_claim():
         "source": "Shapira", "statement": "LeNet5 stable at init",
         "this book": "test I_E at k=0: 0.40% ± 0.20%", "outcome": "agrees",
         "what differs": "test set augmented"}
+    loss = Claim("S", "endpoint loss above chance", "loss", 4.7968, None, ">2.996", percent=False)
+    assert claims_table([loss]).iloc[0]["this book"] == "loss: 4.8" and loss.outcome() == "agrees"
 
 
 def _results(values):

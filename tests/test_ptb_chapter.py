@@ -1,4 +1,4 @@
-"""The Penn Treebank chapter: seed 001's recipe, the best-validation endpoint, the noise ablation
+"""The Penn Treebank chapter: hahacen's recipe, the best-validation endpoint, the noise ablation
 (children differ only in the named streams), R as the seed computed it, the next-word view, and
 bad parameters failing before any training."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Word-level PTB pieces: vocabulary, stream chunks, seed 001's transformer LM, and its R."""
+"""Word-level PTB pieces: vocabulary, stream chunks, hahacen's transformer LM, and its R."""
 import math
 
 import numpy as np
@@ -188,7 +188,7 @@ def test_trainer_steps_on_real_ptb_reduce_loss(data_dir):
     with streams.active("init"):
         model = TransformerLM(cfg)
     recipe = TrainConfig(batch_size=1, max_steps=30, optimizer="sgd", lr=2.5, momentum=0.0,
-                         grad_clip=0.5)  # seed 001's SGD; one chunk of 4 x 16 tokens per step
+                         grad_clip=0.5)  # hahacen's SGD; one chunk of 4 x 16 tokens per step
     trainer = Trainer(model, recipe, data, streams)
     before = evaluate(model, data)[0]
     for _ in range(30):
@@ -196,7 +196,7 @@ def test_trainer_steps_on_real_ptb_reduce_loss(data_dir):
     assert before > math.log(len(vocab)) - 0.5 and evaluate(model, data)[0] < before - 0.8
 
 
-# -- seed 001's R -----------------------------------------------------------------------------
+# -- hahacen's R -----------------------------------------------------------------------------
 def test_seed_r_uses_alpha_09_as_end():
     ppl = np.array([10, 12, 14, 16, 18, 20, 19, 17, 15, 13, 11], float)
     losses = np.log(ppl)
