@@ -1,6 +1,7 @@
 """One 11-α curve of hahacen's transformer LM over the whole PTB train and test streams, two ways.
 
-    python benchmarks/ptb_interpolation.py [--train-steps 100] [--batch-tokens 8192] [--quick]
+    python benchmarks/ptb_interpolation.py [--train-steps 100] [--batch-tokens 8192] [--chunks N]
+                                           [--quick]
 
 The endpoints A and B are two quick trainings with lmcnb's `Trainer` from different inits (seed
 001's recipe: SGD lr 2.5, no momentum, clip 0.5; one chunk of 16 streams × 35 tokens per step,
@@ -17,9 +18,10 @@ stream that `lmcnb.wordlm` leaves out (the tutorial loop fed it as a shorter las
 analytic (`lmcnb.transformer_lm.forward_flops_per_token`, checked against torch's counter in
 `tests/test_wordlm.py`); a training step is 3× the forward FLOPs of its tokens. Achieved GFLOP/s
 are set against the best of three fp32 matmul peaks measured in the same run. Exits with status 1
-if the curves differ by more than 1e-5. `--quick` evaluates the first 4 chunks of each split and
-trains 10 steps (under a minute); its times are not the benchmark's figures. The full run
-evaluates 11 × 1,011,290 tokens each way (5.0 MFLOP each): tens of minutes on 2 CPU cores.
+if the curves differ by more than 1e-5. `--chunks N` evaluates the first N chunks of each split;
+`--quick` evaluates the first 4 chunks of each split and trains 10 steps (under a minute); its
+times are not the benchmark's figures. The full run evaluates 11 × 1,011,290 tokens each way (5.0
+MFLOP each): tens of minutes on 2 CPU cores.
 """
 from __future__ import annotations
 
@@ -88,16 +90,20 @@ def main() -> None:
     ap.add_argument("--timed-steps", type=int, default=20, help="training steps timed for tokens/s")
     ap.add_argument("--batch-tokens", type=int, default=8192, help="tokens per forward (lmcnb)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--chunks", type=int, default=None,
+                    help="evaluate the first N chunks of each split (default: all)")
     ap.add_argument("--quick", action="store_true", help="4 chunks per split, 10 training steps")
     ap.add_argument("--data-dir", default=None)
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.quick:
-        args.train_steps, args.timed_steps = 10, 5
+        args.train_steps, args.timed_steps, args.chunks = 10, 5, 4
+    if args.chunks is not None and args.chunks < 1:
+        ap.error(f"--chunks must be >= 1, got {args.chunks}")
 
     vocab, chunks = load_ptb(args.data_dir, batch_size=STREAMS["train"], bptt=BPTT)
-    n_chunks = {s: 4 if args.quick else len(chunks[s]) for s in STREAMS}
+    n_chunks = {s: min(args.chunks or len(chunks[s]), len(chunks[s])) for s in STREAMS}
     chunks = {s: TensorData(chunks[s].x[:n_chunks[s]], chunks[s].y[:n_chunks[s]]) for s in STREAMS}
     rows = {s: TensorData(d.x.flatten(0, 1), d.y.flatten(0, 1)) for s, d in chunks.items()}
     cfg = TransformerLMConfig(vocab_size=len(vocab))

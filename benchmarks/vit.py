@@ -1,16 +1,19 @@
-"""One fine-tuning step of a ViT at batch 64 on 32×32 inputs, and PLATON's overhead per step.
+"""One fine-tuning step of a ViT, and PLATON's overhead per step.
 
-    python benchmarks/vit.py [--shape MiniViT] [--threads 2] [--steps 10] [--quick]
+    python benchmarks/vit.py [--shape MiniViT] [--batch 64] [--threads 2] [--steps 10] [--quick]
+    python benchmarks/vit.py --device cuda --shape ViTB16 --batch 32    # the study's scale, a GPU
 
 The step is lmcnb's `Trainer.step` with the chapter's fine-tuning recipe: by default the book
 profile's `MiniViT` (patch 8, width 128, 4 layers, 4 heads, MLP 256; 17 tokens; `--shape CPUViT`
-for patch 4, width 192, 6 layers, 65 tokens), AdamW at lr 2e-4, the seed's augmentation
-(`lmcnb.augment.vit_augment`, batched), on synthetic normalized images (the time does not depend
-on the pixels). Its FLOPs are counted by `torch.utils.flop_counter.FlopCounterMode` over one step
-(forward and backward: linears, the patch convolution, attention); the counter has no formula for
-CPU's fused attention kernel, so it is given the one torch uses for the GPU kernels. The achieved
-GFLOP/s are set against the fp32 matmul peak measured in the same run (`benchmarks/peak.py`, best
-of the start, middle and end). The step is timed with and without augmentation (best of `--steps`).
+for patch 4, width 192, 6 layers, 65 tokens; `--shape ViTB16` for the study's ViT-B/16 at 224×224),
+AdamW at lr 2e-4, the seed's augmentation (`lmcnb.augment.vit_augment`, batched), on synthetic
+normalized images of the shape's size (the time does not depend on the pixels). Its FLOPs are
+counted by `torch.utils.flop_counter.FlopCounterMode` over one step (forward and backward: linears,
+the patch convolution, attention); the counter has no formula for CPU's fused attention kernel, so
+it is given the one torch uses for the GPU kernels. The achieved GFLOP/s are set against the fp32
+matmul peak measured in the same run (`benchmarks/peak.py`, best of the start, middle and end;
+8192² on a GPU, in fp32 as the training runs). The step is timed with and without augmentation
+(best of `--steps`; on a GPU each timer waits for the queued work).
 
 PLATON's overhead is the time of the hook itself (wrapped in a timer) per call, against the step
 time without hooks, for each kind of step: inside a window (importance and window sum only), at
@@ -27,7 +30,7 @@ import statistics
 import time
 
 import torch
-from peak import matmul_peak  # benchmarks/peak.py, beside this script
+from peak import matmul_peak, sync  # benchmarks/peak.py, beside this script
 from torch.utils.flop_counter import FlopCounterMode
 
 import lmcnb  # noqa: F401  (sets the allocator options)
@@ -38,7 +41,6 @@ from lmcnb.prune import CubicSchedule, Platon, prunable
 from lmcnb.rng import RngStreams, Seeds
 from lmcnb.train import TrainConfig, Trainer
 
-BATCH = 64
 aten = torch.ops.aten
 
 
@@ -66,24 +68,27 @@ class Timed:
         self.hook, self.calls = hook, []
 
     def __call__(self, trainer: Trainer) -> None:
+        sync(trainer.device)
         start = time.perf_counter()
         self.hook(trainer)
+        sync(trainer.device)
         self.calls.append((trainer.progress.step, time.perf_counter() - start))
 
 
-def trainer(shape: str, augment: bool, hooks=()) -> Trainer:
-    """A fresh ViT of `shape` with the fine-tuning recipe, on 4 batches of synthetic CIFAR-10-sized
-    data."""
+def trainer(shape: str, batch: int, device: str, augment: bool, hooks=()) -> Trainer:
+    """A fresh ViT of `shape` with the fine-tuning recipe on `device`, on 4 batches of synthetic
+    10-class images of the shape's size."""
     g = torch.Generator().manual_seed(0)
-    data = TensorData(torch.randn(4 * BATCH, 3, 32, 32, generator=g),
-                      torch.randint(0, 10, (4 * BATCH,), generator=g))
-    cfg = TrainConfig(batch_size=BATCH, max_steps=10_000, optimizer="adamw", lr=2e-4,
+    size = vit.vit_shape(shape).image_size
+    data = TensorData(torch.randn(4 * batch, 3, size, size, generator=g),
+                      torch.randint(0, 10, (4 * batch,), generator=g))
+    cfg = TrainConfig(batch_size=batch, max_steps=10_000, optimizer="adamw", lr=2e-4,
                       augment=augment)
     streams = RngStreams(Seeds.from_base(0, "benchmark"))
     with streams.active("init"):
         model = vit.build_vit(vit.vit_config(shape, 10))
-    return Trainer(model, cfg, data, streams, augment=vit_augment(MEAN["cifar10"], STD["cifar10"]),
-                   hooks=hooks)
+    return Trainer(model, cfg, data, streams, device,
+                   augment=vit_augment(MEAN["cifar10"], STD["cifar10"]), hooks=hooks)
 
 
 def step_times(t: Trainer, steps: int, warmup: int = 1) -> list[float]:
@@ -91,8 +96,10 @@ def step_times(t: Trainer, steps: int, warmup: int = 1) -> list[float]:
         t.step()
     times = []
     for _ in range(steps):
+        sync(t.device)
         start = time.perf_counter()
         t.step()
+        sync(t.device)
         times.append(time.perf_counter() - start)
     return times
 
@@ -100,41 +107,49 @@ def step_times(t: Trainer, steps: int, warmup: int = 1) -> list[float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--shape", default="MiniViT", choices=[s for s, v in vit.VIT_SHAPES.items()
-                                                           if v.image_size == 32])
+    ap.add_argument("--shape", default="MiniViT", choices=list(vit.VIT_SHAPES))
+    ap.add_argument("--batch", type=int, default=64, help="images per step")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda | mps")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
     ap.add_argument("--quick", action="store_true", help="2 timed steps, deltaT 2: under a minute")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     steps, delta_t = (2, 2) if args.quick else (args.steps, 10)
+    n = 8192 if torch.device(args.device).type == "cuda" else 2048
+
+    def peak() -> float:
+        return matmul_peak(n, repeats=3 if args.quick else 10, device=args.device)
 
     print(f"load average at start: {' '.join(f'{v:.2f}' for v in os.getloadavg())}; "
           f"{torch.get_num_threads()} threads")
-    peaks = [matmul_peak(repeats=3 if args.quick else 10)]
-    dense = trainer(args.shape, augment=True)
+    peaks = [peak()]
+    dense = trainer(args.shape, args.batch, args.device, augment=True)
+    size = vit.vit_shape(args.shape).image_size
     selected = sum(p.numel() for p in prunable(dense.model).values())
     print(f"{args.shape}: {sum(p.numel() for p in dense.model.parameters()):,} parameters, "
-          f"{selected:,} selected for pruning; batch {BATCH} × 3×32×32")
+          f"{selected:,} selected for pruning; batch {args.batch} × 3×{size}×{size} on "
+          f"{args.device}")
     with FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION) as counter:
         dense.step()  # also the warm-up
     flops = counter.get_total_flops()
     with_aug = step_times(dense, steps, warmup=0)
-    without_aug = step_times(trainer(args.shape, augment=False), steps)
-    peaks.append(matmul_peak(repeats=3 if args.quick else 10))
+    without_aug = step_times(trainer(args.shape, args.batch, args.device, augment=False), steps)
+    peaks.append(peak())
 
     # PLATON over deltaT window-only steps, two cubic-phase window ends and a final phase.
     total = 3 * delta_t
     schedule = CubicSchedule(total_steps=total, final_density=0.2, final_warmup=delta_t,
                              delta_t=delta_t)
     timed = Timed(Platon(schedule, beta1=0.85, beta2=0.95))
-    step_times(trainer(args.shape, augment=True, hooks=[timed]), total, warmup=0)
-    peaks.append(matmul_peak(repeats=3 if args.quick else 10))
+    step_times(trainer(args.shape, args.batch, args.device, augment=True, hooks=[timed]), total,
+               warmup=0)
+    peaks.append(peak())
 
     peak = max(peaks)
     step_s = min(with_aug)
     compute_s = min(without_aug)
-    print(f"matmul peak (fp32, 2048², best of start/middle/end: "
+    print(f"matmul peak (fp32, {n}², best of start/middle/end: "
           f"{' / '.join(f'{p:.1f}' for p in peaks)}): {peak:.1f} GFLOP/s")
     print(f"FLOPs per step (FlopCounterMode, forward + backward): {flops / 1e9:.2f} GFLOP")
     for name, times in (("step with augmentation", with_aug),

@@ -38,7 +38,7 @@ SEED_GRID = 11  # the seed's α = 0, 0.1, …, 1
 # The noise ablation: the RNG streams in which two children differ. "both" is the study's
 # default (augmentation draws nothing for a language model).
 NOISE_SOURCES = {"data_order": ("data_order",), "dropout": ("dropout",), "both": NOISE}
-SOURCE = "hahacen (hahacen)"
+SOURCE = "hahacen"
 SOURCE_R = {"train": 0.149, "test": 0.137}  # the seed's R at initialization
 
 

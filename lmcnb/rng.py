@@ -7,12 +7,29 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 import torch
 
 STREAMS = ("init", "data_order", "augmentation", "dropout")
+
+
+def deterministic_kernels(device: torch.device | str) -> None:
+    """On an accelerator, switch torch to its deterministic kernels (cuDNN's deterministic
+    convolution algorithms, cuBLAS with a fixed workspace, deterministic scatter and embedding
+    gradients, the deterministic backward of memory-efficient attention), so the same seeds give
+    the same weights run after run on one machine, as on the CPU: the noise between two children
+    is then only the noise their seeds name. An op with no deterministic kernel raises torch's
+    error naming it. Process-wide, like torch's switches; nothing to do on the CPU, whose kernels
+    are deterministic."""
+    if torch.device(device).type == "cpu":
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True)
 
 
 def derive_seed(*parts: object) -> int:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import TensorData
-from .rng import RngStreams
+from .rng import RngStreams, deterministic_kernels
 
 # A hook is called as `hook(trainer)` after every optimizer step, before the gradients are
 # cleared. One with `state_dict()` / `load_state_dict(state)` has its state saved in checkpoints;
@@ -169,6 +169,7 @@ class Trainer:
                  val_data: TensorData | None = None, hooks: Iterable[Hook] = (),
                  eval_batch_size: int = 1000):
         self.device = torch.device(device)
+        deterministic_kernels(self.device)
         self.model, self.cfg, self.streams = model.to(self.device), cfg, streams
         self.data, self.val_data = (data.to(self.device),
                                     val_data.to(self.device) if val_data is not None else None)

@@ -2,7 +2,8 @@
 machine has (cpu always; cuda and mps where present), through the one training engine.
 
 On a CPU-only machine this checks the CPU path; on a GPU machine the same tests check that nothing
-in the engine (RNG streams, checkpoints, evaluation) assumes the CPU.
+in the engine (RNG streams, checkpoints, evaluation) assumes the CPU, and that a run repeats bit
+for bit there too.
 """
 from __future__ import annotations
 
@@ -57,14 +58,12 @@ def test_model_trains_reproducibly_and_interpolates(tmp_path: Path, device: str,
     run.ensure((3,))
     weights = run.weights()
     assert all(t.device.type == "cpu" for t in weights.values())  # checkpoints live on the CPU
-    # The same seeds give the same weights: bit for bit on the CPU; on an accelerator up to its
-    # non-deterministic kernels (e.g. cuDNN's convolution gradients).
+    # The same seeds give the same weights, bit for bit, on every device (deterministic kernels on
+    # accelerators: lmcnb.rng.deterministic_kernels).
     (tmp_path / "again").mkdir()
     again = Run(spec, tmp_path / "again", build, data, device, ckpt_every=3)
-    exact = device == "cpu"
     for key, value in again.weights().items():
-        torch.testing.assert_close(value, weights[key], rtol=0 if exact else 1e-3,
-                                   atol=0 if exact else 1e-4)
+        torch.testing.assert_close(value, weights[key], rtol=0, atol=0, msg=key)
     net = build().to(device).eval()
     split = eval_subset(data, "all", 32, device)
     curve, disagreement = interpolation_curve(net, run.weights(3), weights, {"test": split},

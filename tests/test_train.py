@@ -4,6 +4,7 @@ resumption (lmcnb.runs, lmcnb.study)."""
 import importlib.util
 import json
 import math
+import os
 import random
 import shutil
 import subprocess
@@ -21,7 +22,7 @@ from lmcnb.checkpoint import load_state, save_state
 from lmcnb.data import TensorData
 from lmcnb.models import LeNet5
 from lmcnb.registry import Ref
-from lmcnb.rng import STREAMS, RngStreams, Seeds, derive_seed
+from lmcnb.rng import STREAMS, RngStreams, Seeds, derive_seed, deterministic_kernels
 from lmcnb.runs import Run, RunSpec
 from lmcnb.study import Setup, spawn_study
 from lmcnb.train import EpochSampler, TrainConfig, Trainer, lr_at, parse_steps
@@ -653,3 +654,25 @@ def test_killed_run_resumes_to_bit_identical_weights(tmp_path, monkeypatch):
                  f"killed after step {step}, resumed from {last}")
     assert (run.dir / "log.csv").read_text() == (straight.dir / "log.csv").read_text()
     assert run.done == straight.done
+
+
+def test_accelerators_get_deterministic_kernels():
+    """A Trainer on an accelerator switches torch to deterministic kernels (tests/test_devices.py
+    checks the bits on a GPU); on the CPU nothing changes."""
+    cudnn = torch.backends.cudnn
+    before = (torch.are_deterministic_algorithms_enabled(), cudnn.deterministic, cudnn.benchmark,
+              os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
+    deterministic_kernels("cpu")
+    assert (torch.are_deterministic_algorithms_enabled(), cudnn.deterministic, cudnn.benchmark,
+            os.environ.get("CUBLAS_WORKSPACE_CONFIG")) == before
+    try:
+        deterministic_kernels("cuda")  # sets torch's switches; needs no GPU
+        assert torch.are_deterministic_algorithms_enabled()
+        assert not torch.is_deterministic_algorithms_warn_only_enabled()
+        assert cudnn.deterministic and not cudnn.benchmark
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == (before[3] or ":4096:8")
+    finally:
+        torch.use_deterministic_algorithms(before[0])
+        cudnn.deterministic, cudnn.benchmark = before[1], before[2]
+        if before[3] is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
