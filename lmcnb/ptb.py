@@ -1,7 +1,7 @@
 """The Penn Treebank chapter as data: hahacen's recipe and study, the noise ablation, R as the
 seed computed it beside the book's R, the claims, and the next-word view of the α-slider.
 
-hahacen's study (hahacen, *Linear Mode Connectivity in Transformer Models*) trained the PyTorch
+hahacen's *Linear Mode Connectivity in Transformer Models* trained the PyTorch
 word-LM tutorial's transformer (`lmcnb.transformer_lm`) on PTB's contiguous streams
 (`lmcnb.wordlm`) with SGD and a per-epoch step decay, and reported the relative perplexity
 instability R = (max PPL − ½[PPL(0) + PPL(1)]) / max PPL of pairs of copies (`lmcnb.metrics`).
