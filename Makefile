@@ -37,7 +37,8 @@ book: env accepted
 	$(NPM_CHECK)
 	$(BIN)/python -m lmcnb.execute --profile book --out _build/executed --build
 
-# Unit tests, every chapter at the smoke profile, then the executed copies re-run under nbval
+# Unit tests, every chapter at the smoke profile (whose run and study folders must keep their
+# pinned names: tests/test_identity.py), then the executed copies re-run under nbval
 # against the runs the first execution left (a resumed chapter must print the same checked
 # outputs; fresh training's reproducibility is the unit tests' job), the book built from those
 # copies with warnings as errors, then the built pages in headless Chromium.
@@ -46,8 +47,9 @@ test: env accepted
 	$(NPM_CHECK)
 	$(CHROMIUM_CHECK)
 	$(BIN)/ruff check lmcnb tests benchmarks notebooks
-	$(BIN)/python -m pytest -q tests --ignore=tests/test_browser.py
+	$(BIN)/python -m pytest -q tests --ignore=tests/test_browser.py --ignore=tests/test_identity.py
 	LMCNB_RUNS=$(SMOKE_RUNS) $(BIN)/python -m lmcnb.execute --profile smoke --out _build/smoke
+	LMCNB_IDENTITY_RUNS=$(SMOKE_RUNS) $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_identity.py
 	LMCNB_RUNS=$(SMOKE_RUNS) $(BIN)/python -m pytest -q --nbval-lax -p no:cacheprovider _build/smoke/*.ipynb
 	$(BIN)/python -m lmcnb.execute --out _build/smoke --no-execute --build
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_browser.py
