@@ -35,7 +35,7 @@ CHROMIUM_CHECK := command -v chromium >/dev/null || (apt-get update && apt-get i
 # Execute every chapter at the book profile (cached runs make a re-run quick), build _build/html.
 book: env accepted
 	$(NPM_CHECK)
-	$(BIN)/python -m lmcnb.execute --profile book --out _build/executed --build
+	$(BIN)/python -m lmcnb.book.execute --profile book --out _build/executed --build
 
 # Unit tests, every chapter at the smoke profile (whose run and study folders must keep their
 # pinned names: tests/test_identity.py), then the executed copies re-run under nbval
@@ -48,8 +48,8 @@ test: env accepted
 	$(CHROMIUM_CHECK)
 	$(BIN)/ruff check lmcnb tests benchmarks notebooks
 	$(BIN)/python -m pytest -q tests --ignore=tests/test_browser.py --ignore=tests/test_identity.py
-	LMCNB_RUNS=$(SMOKE_RUNS) $(BIN)/python -m lmcnb.execute --profile smoke --out _build/smoke
+	LMCNB_RUNS=$(SMOKE_RUNS) $(BIN)/python -m lmcnb.book.execute --profile smoke --out _build/smoke
 	LMCNB_IDENTITY_RUNS=$(SMOKE_RUNS) $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_identity.py
 	LMCNB_RUNS=$(SMOKE_RUNS) $(BIN)/python -m pytest -q --nbval-lax -p no:cacheprovider _build/smoke/*.ipynb
-	$(BIN)/python -m lmcnb.execute --out _build/smoke --no-execute --build
+	$(BIN)/python -m lmcnb.book.execute --out _build/smoke --no-execute --build
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_browser.py

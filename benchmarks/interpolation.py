@@ -48,11 +48,12 @@ from peak import matmul_peak  # noqa: E402  (benchmarks/peak.py, beside this scr
 from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
-from lmcnb.data import load_vision  # noqa: E402
-from lmcnb.interpolate import alpha_grid, eval_subset, interpolation_curve  # noqa: E402
-from lmcnb.models import LeNet5  # noqa: E402
-from lmcnb.rng import RngStreams, Seeds  # noqa: E402
-from lmcnb.train import TrainConfig, Trainer  # noqa: E402
+from lmcnb.core.rng import RngStreams, Seeds
+from lmcnb.data.vision import load_vision
+from lmcnb.lmc.interpolate import alpha_grid, eval_subset, interpolation_curve
+from lmcnb.models.cnn import LeNet5
+from lmcnb.train.recipe import TrainConfig
+from lmcnb.train.trainer import Trainer
 
 TOLERANCE = 1e-5
 

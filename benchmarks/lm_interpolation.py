@@ -26,10 +26,12 @@ import torch.nn.functional as F
 from peak import matmul_peak, step_seconds  # benchmarks/peak.py, beside this script
 
 import lmcnb  # noqa: F401  (sets the allocator options)
-from lmcnb import gpt, text
-from lmcnb.interpolate import alpha_grid, interpolation_curve
-from lmcnb.rng import RngStreams, Seeds
-from lmcnb.train import Trainer
+from lmcnb.chapters import gpt as gpt_chapter
+from lmcnb.core.rng import RngStreams, Seeds
+from lmcnb.data import text, tokenizers
+from lmcnb.lmc.interpolate import alpha_grid, interpolation_curve
+from lmcnb.models import gpt
+from lmcnb.train.trainer import Trainer
 
 
 def seed_way(model, state_a, state_b, test, alphas) -> np.ndarray:
@@ -52,7 +54,8 @@ def seed_way(model, state_a, state_b, test, alphas) -> np.ndarray:
 
 def trainer(config, data, batch_size: int, steps: int, seed: int) -> Trainer:
     """A `Trainer` for a fresh model with the book's recipe (AdamW, warmup + cosine, clipping)."""
-    cfg = gpt.lm_train_config(batch_size=batch_size, sim_batch_size=batch_size, max_iters=steps,
+    cfg = gpt_chapter.lm_train_config(batch_size=batch_size, sim_batch_size=batch_size,
+                                      max_iters=steps,
                               warmup_steps=10, lr=3e-3, min_lr=3e-4)
     streams = RngStreams(Seeds.from_base(seed, "benchmark"))
     with streams.active("init"):
@@ -77,11 +80,11 @@ def main() -> None:
 
     train_text, test_text = (text.load_text("shakespeare", s, args.data_dir)
                              for s in ("train", "test"))
-    tok = text.CharTokenizer.fit(train_text)
+    tok = tokenizers.CharTokenizer.fit(train_text)
     config = gpt.hf_config(gpt.gpt_config(args.model), len(tok))
     block = config.n_positions
-    train = text.token_windows(text.encode(tok, train_text), block)
-    test = text.token_windows(text.encode(tok, test_text), block)
+    train = text.token_windows(tokenizers.encode(tok, train_text), block)
+    test = text.token_windows(tokenizers.encode(tok, test_text), block)
     flops = gpt.count_flops(config)
     print(f"{args.model}: {flops['matmul_params']:,} matmul weights, "
           f"{flops['forward_per_token'] / 1e6:.3f} MFLOP forward per token; "

@@ -37,14 +37,15 @@ import torch.nn.functional as F
 from peak import matmul_peak, step_seconds  # benchmarks/peak.py, beside this script
 
 import lmcnb  # noqa: F401  (sets the allocator options)
-from lmcnb.data import TensorData
-from lmcnb.interpolate import alpha_grid, interpolation_curve
-from lmcnb.metrics import relative_ppl_instability, seed_relative_ppl_instability
-from lmcnb.rng import RngStreams, Seeds
-from lmcnb.text import load_text
-from lmcnb.train import TrainConfig, Trainer
-from lmcnb.transformer_lm import TransformerLM, TransformerLMConfig, forward_flops_per_token
-from lmcnb.wordlm import batchify, load_ptb
+from lmcnb.core.rng import RngStreams, Seeds
+from lmcnb.data.tensors import TensorData
+from lmcnb.data.text import load_text
+from lmcnb.data.words import batchify, load_ptb
+from lmcnb.lmc.interpolate import alpha_grid, interpolation_curve
+from lmcnb.lmc.metrics import relative_ppl_instability, seed_relative_ppl_instability
+from lmcnb.models.transformer_lm import TransformerLM, TransformerLMConfig, forward_flops_per_token
+from lmcnb.train.recipe import TrainConfig
+from lmcnb.train.trainer import Trainer
 
 TOLERANCE = 1e-5
 BPTT, STREAMS = 35, {"train": 16, "test": 10}

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from lmcnb.executors import Dask, Serial
-from lmcnb.sweep import sweep
+from lmcnb.experiments.executors import Dask, Serial
+from lmcnb.experiments.sweep import sweep
 
 CHAPTER = Path(__file__).resolve().parents[1] / "notebooks" / "cnn_baselines.ipynb"
 FIXED = {"profile": "smoke", "model": "lenet5", "k1_steps": [], "k2_steps": []}

@@ -34,12 +34,15 @@ from peak import matmul_peak, sync  # benchmarks/peak.py, beside this script
 from torch.utils.flop_counter import FlopCounterMode
 
 import lmcnb  # noqa: F401  (sets the allocator options)
-from lmcnb import vit
-from lmcnb.augment import vit_augment
-from lmcnb.data import MEAN, STD, TensorData
-from lmcnb.prune import CubicSchedule, Platon, prunable
-from lmcnb.rng import RngStreams, Seeds
-from lmcnb.train import TrainConfig, Trainer
+from lmcnb.core.rng import RngStreams, Seeds
+from lmcnb.data.augment import vit_augment
+from lmcnb.data.tensors import TensorData
+from lmcnb.data.vision import MEAN, STD
+from lmcnb.models import vit
+from lmcnb.prune.mask import prunable
+from lmcnb.prune.platon import CubicSchedule, Platon
+from lmcnb.train.recipe import TrainConfig
+from lmcnb.train.trainer import Trainer
 
 aten = torch.ops.aten
 

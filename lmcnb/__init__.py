@@ -26,3 +26,7 @@ def _keep_freed_memory() -> None:
 _keep_freed_memory()
 
 __version__ = "0.1.0"
+
+from . import _compat  # noqa: E402  (the old flat module paths, for one release)
+
+_compat.install()

@@ -15,10 +15,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"usage:\n{usage}", file=sys.stderr)
         return 0 if argv[:1] in (["-h"], ["--help"]) else 2
     if argv[0] == "sweep":
-        from .sweep import main as sweep_main
+        from .experiments.sweep import main as sweep_main
 
         return sweep_main(argv[1:])
-    from .verify import main as data_main
+    from .data.cli import main as data_main
 
     return data_main(argv[1:])
 

@@ -27,17 +27,25 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .data import TensorData
-from .interpolate import alpha_grid, eval_subset, has_batchnorm, pair_tables
-from .metrics import STABLE_THRESHOLD
-from .params import at_least, pick_device
-from .plots import SPLIT_STYLE
-from .train import logits_of
-from .widgets import View, alpha_slider
+from .book.plots import SPLIT_STYLE
+from .book.widgets import View, alpha_slider
+from .core.checks import at_least
+from .core.device import pick_device
+from .data.tensors import TensorData
+from .lmc.interpolate import alpha_grid, eval_subset, pair_tables
+from .lmc.metrics import STABLE_THRESHOLD
+from .lmc.repair import has_batchnorm
+from .train.evaluation import logits_of
 
 State = dict[str, torch.Tensor]
+
+
 Checkpoint = nn.Module | Mapping[str, torch.Tensor] | str | os.PathLike
+
+
 Data = TensorData | Iterable[tuple[torch.Tensor, torch.Tensor]]
+
+
 DEFAULT_BATCH = 1000  # examples per forward pass when the data gives no batch size
 
 
@@ -69,7 +77,7 @@ class Measurement:
         return fig
 
     def slider(self, view: View, *, live: bool | None = None, title: str = "") -> widgets.Widget:
-        """The book's α-slider for this pair (see `lmcnb.widgets.alpha_slider`)."""
+        """The book's α-slider for this pair (see `lmcnb.book.widgets.alpha_slider`)."""
         return alpha_slider(self.curves, self.model, self.state_a, self.state_b, view, live=live,
                             title=title)
 

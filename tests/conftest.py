@@ -17,7 +17,8 @@ def data_dir() -> Path:
 def mnist_small(data_dir):
     """Small real MNIST subsets: (train[:512], test[:256]) as TensorData, loaded once per
     session."""
-    from lmcnb.data import TensorData, load_vision
+    from lmcnb.data.tensors import TensorData
+    from lmcnb.data.vision import load_vision
 
     train = load_vision("mnist", "train", data_dir, download=False)
     test = load_vision("mnist", "test", data_dir, download=False)
@@ -44,7 +45,7 @@ def single_thread():
 @pytest.fixture
 def offline(monkeypatch):
     """The hub does not answer (whatever the machine's network)."""
-    from lmcnb import pretrained
+    from lmcnb.core import hub as pretrained
 
     monkeypatch.setattr(pretrained, "hub_reachable", lambda timeout=3.0: False)
 
@@ -52,9 +53,9 @@ def offline(monkeypatch):
 @pytest.fixture(scope="session")
 def mnist_setup(data_dir):
     """A factory of LeNet5-on-MNIST `Setup`s over the first `n_train` / `n_test` images."""
-    from lmcnb.registry import Ref
-    from lmcnb.study import Setup
-    from lmcnb.train import TrainConfig
+    from lmcnb.core.ref import Ref
+    from lmcnb.experiments.setup import Setup
+    from lmcnb.train.recipe import TrainConfig
 
     def make(root, n_train: int = 512, n_test: int = 256, train: TrainConfig | None = None,
              **overrides) -> Setup:

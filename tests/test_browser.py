@@ -22,9 +22,9 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from lmcnb.execute import HTML, REPO, toc_chapters
-from lmcnb.plots import COLUMN_PX
-from lmcnb.widgets import CSS_CLASS
+from lmcnb.book.execute import HTML, REPO, toc_chapters
+from lmcnb.book.plots import COLUMN_PX
+from lmcnb.book.widgets import CSS_CLASS
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

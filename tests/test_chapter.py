@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lmcnb.chapter import Claim, at_step, claims_table, pct, stability_table, verdict
-from lmcnb.study import BARRIER_COLUMNS, Results
+from lmcnb.book.report import Claim, at_step, claims_table, pct, stability_table, verdict
+from lmcnb.experiments.study import BARRIER_COLUMNS, Results
 
 
 def test_pct_with_and_without_ci():

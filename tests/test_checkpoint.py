@@ -11,11 +11,11 @@ import pytest
 import torch
 from torch import nn
 
-from lmcnb import checkpoint
-from lmcnb.checkpoint import CheckpointError, load_state, save_state
-from lmcnb.files import atomic_write_text
-from lmcnb.models import LeNet5
-from lmcnb.rng import RngStreams, Seeds
+from lmcnb.core import checkpoint
+from lmcnb.core.checkpoint import CheckpointError, load_state, save_state
+from lmcnb.core.files import atomic_write_text
+from lmcnb.core.rng import RngStreams, Seeds
+from lmcnb.models.cnn import LeNet5
 
 
 def _assert_same(a, b, where="state"):

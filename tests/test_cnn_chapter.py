@@ -43,7 +43,7 @@ def test_missing_dataset_names_files_and_folder(tmp_path, fails_first, monkeypat
 
 
 def test_execute_refuses_an_unknown_parameter_before_running_anything(tmp_path, capsys):
-    from lmcnb.execute import main
+    from lmcnb.book.execute import main
 
     with pytest.raises(SystemExit):
         main(["--profile", "smoke", "--out", str(tmp_path), "--only", "cnn_baselines",

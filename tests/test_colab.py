@@ -11,8 +11,8 @@ import pytest
 import yaml
 from IPython.core.inputtransformer2 import TransformerManager
 
-from lmcnb import colab
-from lmcnb.execute import CHAPTERS, REPO
+from lmcnb.book import colab
+from lmcnb.book.execute import CHAPTERS, REPO
 
 
 @pytest.fixture
@@ -100,7 +100,7 @@ def test_chapters_open_with_the_title_then_hidden_parameters_and_setup_cells(cha
     assert setup["metadata"].get("tags") == ["hide-cell"]
     for line in ("colab = False", "drive_dir = None", "runs_dir = None"):
         assert any(row.startswith(line) for row in "".join(parameters["source"]).splitlines()), line
-    assert "".join(setup["source"]) == colab.SETUP_CELL, "the third cell is not SETUP_CELL"
+    assert "".join(setup["source"]) == colab.SETUP_CELL, "the second code cell is not SETUP_CELL"
 
 
 def test_book_config_points_colab_at_the_same_repository():

@@ -15,13 +15,13 @@ import pandas as pd
 import pytest
 import torch
 
-from lmcnb.executors import Dask, Serial, Task, call, get_executor
-from lmcnb.registry import Ref
-from lmcnb.runs import Run, RunSpec
-from lmcnb.study import _train_task, main_branch_study, spawn_study
-from lmcnb.sweep import main as sweep_main
-from lmcnb.sweep import parse_grid, parse_values, sweep
-from lmcnb.train import TrainConfig
+from lmcnb.core.ref import Ref
+from lmcnb.experiments.executors import Dask, Serial, Task, call, get_executor
+from lmcnb.experiments.runs import Run, RunSpec
+from lmcnb.experiments.study import _train_task, main_branch_study, spawn_study
+from lmcnb.experiments.sweep import main as sweep_main
+from lmcnb.experiments.sweep import parse_grid, parse_values, sweep
+from lmcnb.train.recipe import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 CNN = REPO / "notebooks" / "cnn_baselines.ipynb"
@@ -86,10 +86,10 @@ def test_study_on_a_local_cluster_gives_the_serial_tables_byte_for_byte(tmp_path
     serial = mnist_setup(tmp_path / "serial", **SMALL)
     dask = mnist_setup(tmp_path / "dask", **SMALL)
     for study, args in ((spawn_study, ([0, 8], 2, 2)), (main_branch_study, ([0, 4], [4, 8]))):
-        a = study(serial, *args, executor=Serial(threads=1))
+        a = study(serial, *args, executor=Serial())
         b = study(dask, *args, executor=local)
         assert a.folder.name == b.folder.name and _same_tables(a.folder, b.folder), study.__name__
-    # The runs were trained by worker processes, each on one thread (2 cores / 2 workers).
+    # The runs were trained by worker processes, each on the fixed budget of one thread.
     events = [json.loads(line) for f in (tmp_path / "dask" / "train").glob("*/events.jsonl")
               for line in f.read_text().splitlines()]
     assert ({e["pid"] for e in events}.isdisjoint({os.getpid()})
@@ -98,7 +98,7 @@ def test_study_on_a_local_cluster_gives_the_serial_tables_byte_for_byte(tmp_path
 
 def test_study_through_real_scheduler_and_worker_processes(tmp_path, mnist_setup, processes):
     a = spawn_study(mnist_setup(tmp_path / "serial", **SMALL), [0, 8], 2,
-                    executor=Serial(threads=1))
+                    executor=Serial())
     ex = get_executor(str(processes))  # a chapter's executor="<scheduler file>"
     try:
         b = spawn_study(mnist_setup(tmp_path / "dask", **SMALL), [0, 8], 2, executor=str(processes))
@@ -118,7 +118,7 @@ def test_a_worker_killed_mid_training_resumes_from_its_checkpoint_bit_identicall
     ex = Dask(scheduler_file=str(processes))
     try:
         killed = run(tmp_path / "killed")
-        future = ex.submit(_train_task, killed, (), key="killed-run")
+        future = ex.client.submit(call, _train_task, killed, (), key="killed-run", pure=False)
         last = killed.dir / "last.safetensors"
         deadline = time.time() + 120
         while not last.exists() and time.time() < deadline:
@@ -135,14 +135,15 @@ def test_a_worker_killed_mid_training_resumes_from_its_checkpoint_bit_identicall
     assert events[1]["source"] == "last.safetensors" and events[1]["step"] > 0
     assert events[0]["pid"] != events[1]["pid"]  # a new worker process took it over
     reference = run(tmp_path / "reference")
-    call(reference.final_step, 1)
-    a, b = finished.weights(), reference.weights()
+    call(reference.ensure_trained)
+    a, b = finished.ensure_weights(), reference.ensure_weights()
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_the_same_run_requested_twice_at_once_is_trained_once(tmp_path, mnist_setup, local):
     run = mnist_setup(tmp_path, **SMALL).trunk(0)
-    futures = [local.submit(_train_task, run, (8,), key=f"duplicate-{i}") for i in range(2)]
+    futures = [local.client.submit(call, _train_task, run, (8,), key=f"duplicate-{i}", pure=False)
+               for i in range(2)]
     done = local.client.gather(futures)
     assert done[0].spec.run_id == done[1].spec.run_id
     events = [json.loads(line)["event"]

@@ -18,16 +18,11 @@ import pytest
 import torch
 from PIL import Image
 
-from lmcnb import data
-from lmcnb.data import (
-    VISION_DATASETS,
-    DatasetMissing,
-    TensorData,
-    data_root,
-    fetch,
-    load_vision,
-    require_vision,
-)
+from lmcnb.core.env import data_root
+from lmcnb.data import vision as data
+from lmcnb.data.download import DatasetMissing, fetch
+from lmcnb.data.tensors import TensorData
+from lmcnb.data.vision import VISION_DATASETS, load_vision, require_vision
 
 
 @pytest.fixture
@@ -249,8 +244,9 @@ def test_download_extracts_zip(tmp_path, monkeypatch):
 
 
 def test_validation_split_is_carved_from_train_disjoint_and_fixed(data_dir):
-    from lmcnb.data import TensorData, carve
-    from lmcnb.registry import Ref, build
+    from lmcnb.core.ref import Ref
+    from lmcnb.data.tensors import TensorData, carve
+    from lmcnb.experiments.catalog import build
 
     data = TensorData(torch.arange(100).float()[:, None], torch.arange(100))
     parts = carve(data, 0.1)

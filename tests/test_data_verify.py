@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lmcnb import data, text, verify
-from lmcnb.data import load_vision, require_vision
-from lmcnb.verify import DataFileError
+from lmcnb.data import cli, text, verify
+from lmcnb.data import vision as data
+from lmcnb.data.verify import DataFileError
+from lmcnb.data.vision import load_vision, require_vision
 
 CIFAR = "cifar10/cifar-10-batches-py"
 
@@ -88,7 +89,7 @@ def test_crafted_meta_runs_no_code(tmp_path, data_dir, kind):
         require_vision("cifar10", root)
     assert f"{meta}: expected md5 5ff9c542aee3614f3951f8cda6e48888" in str(err.value)
 
-    verify.accept("cifar10", root, reason="even accepted, its code must not run")
+    cli.accept("cifar10", root, reason="even accepted, its code must not run")
     with pytest.raises(DataFileError) as err:
         load_vision("cifar10", "test", root)
     assert str(meta) in str(err.value) and "refused global" in str(err.value)
@@ -125,7 +126,7 @@ def test_truncated_mnist_gz(tmp_path, data_dir):
     assert "https://ossci-datasets.s3.amazonaws.com/mnist/" in msg
     assert accept_command("mnist", root) in msg
 
-    verify.accept("mnist", root)
+    cli.accept("mnist", root)
     with pytest.raises(DataFileError, match="not a complete gzip file") as err:
         load_vision("mnist", "test", root)
     assert str(gz) in str(err.value) and "ossci-datasets" in str(err.value)
@@ -140,7 +141,7 @@ def test_short_idx(tmp_path, data_dir):
         require_vision("mnist", root)
     assert f"{gz}: expected md5 ec29112dd5afa0611ce80d1b7f02629c" in str(err.value)
 
-    verify.accept("mnist", root)
+    cli.accept("mnist", root)
     with pytest.raises(DataFileError) as err:
         load_vision("mnist", "test", root)
     assert f"{gz}: 9908 bytes uncompressed, but its header's shape (10000,) needs 10008" in str(
@@ -158,7 +159,7 @@ def test_garbage_cifar_header(tmp_path, data_dir):
     assert f"{batch}: expected md5 40351d587109b95175f43aff81a1287e" in msg
     assert "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz" in msg
 
-    verify.accept("cifar10", root)
+    cli.accept("cifar10", root)
     with pytest.raises(DataFileError, match="not a CIFAR-10 pickle") as err:
         load_vision("cifar10", "test", root)
     assert str(batch) in str(err.value)
@@ -194,7 +195,7 @@ def test_shared_cifar_needs_explicit_acceptance(tmp_path, data_dir, cache):
     assert accept_command("cifar10", root) in msg
 
     argv = ["accept", "cifar10", "--data-dir", str(root), "--reason", "re-decoded from JPEG"]
-    assert verify.main(argv) == 0
+    assert cli.main(argv) == 0
     assert require_vision("cifar10", root) == folder
     records = json.loads((cache / "accepted-data.json").read_text())["accepted"]
     record = next(r for r in records if r["folder"] == str(folder))
@@ -208,7 +209,7 @@ def test_shared_cifar_needs_explicit_acceptance(tmp_path, data_dir, cache):
 def test_accepted_file_that_changes_fails_again(tmp_path, data_dir, capsys):
     root = tmp_path / "data"
     batch = place(data_dir, root, CIFAR, copy={"test_batch"}) / "test_batch"
-    verify.accept("cifar10", root, reason="shared copy")
+    cli.accept("cifar10", root, reason="shared copy")
     require_vision("cifar10", root)
     original = batch.read_bytes()
     with open(batch, "r+b") as f:
@@ -221,13 +222,13 @@ def test_accepted_file_that_changes_fails_again(tmp_path, data_dir, capsys):
             f"sha256 {hashlib.sha256(original).hexdigest()} (accepted on ") in msg
     assert f"got md5 {digest(batch, 'md5')}, sha256 {digest(batch, 'sha256')}" in msg
     assert "1 file(s)" in msg and "data_batch_1" not in msg
-    assert verify.main(["verify", "cifar10", "--data-dir", str(root)]) == 1
+    assert cli.main(["verify", "cifar10", "--data-dir", str(root)]) == 1
     out = capsys.readouterr().out
     assert "FAIL  test_batch: expected" in out and "ok    data_batch_1: sha256 matches" in out
 
     batch.write_bytes(original)  # the accepted bytes pass again
     assert require_vision("cifar10", root) == batch.parent
-    assert verify.main(["verify", "cifar10", "--data-dir", str(root)]) == 0
+    assert cli.main(["verify", "cifar10", "--data-dir", str(root)]) == 0
 
 
 # -- the verdict cache ----------------------------------------------------------------------------
@@ -271,9 +272,9 @@ def test_own_data_without_checksums_is_used_as_is(tmp_path, monkeypatch, capsys)
     monkeypatch.setattr(verify, "_digests", lambda path: pytest.fail(f"{path} was hashed"))
     assert require_vision("tiny_imagenet", tmp_path) == folder.resolve()
     assert len(load_vision("tiny_imagenet", "train", tmp_path)) == 1
-    assert verify.main(["verify", "tiny_imagenet", "--data-dir", str(tmp_path)]) == 0
+    assert cli.main(["verify", "tiny_imagenet", "--data-dir", str(tmp_path)]) == 0
     assert "no known checksums: structural check only" in capsys.readouterr().out
-    assert verify.accept("tiny_imagenet", tmp_path) == {}
+    assert cli.accept("tiny_imagenet", tmp_path) == {}
 
 
 def test_tiny_subset_manifest(tmp_path, data_dir):
@@ -303,12 +304,12 @@ def test_tiny_subset_manifest(tmp_path, data_dir):
 
 # -- the command line ---------------------------------------------------------------------------
 def test_verify_command(tmp_path, data_dir, capsys):
-    assert verify.main(["verify", "mnist", "shakespeare", "--data-dir", str(data_dir)]) == 0
+    assert cli.main(["verify", "mnist", "shakespeare", "--data-dir", str(data_dir)]) == 0
     out = capsys.readouterr().out
     assert "ok    t10k-labels-idx1-ubyte.gz: md5 matches the official checksum" in out
     assert "ok    input.txt: sha256 matches the official checksum" in out
-    assert verify.main(["verify", "ptb", "--data-dir", str(tmp_path)]) == 1  # named, missing
+    assert cli.main(["verify", "ptb", "--data-dir", str(tmp_path)]) == 1  # named, missing
     assert "ptb: FAIL" in capsys.readouterr().out
-    assert verify.main(["verify", "--data-dir", str(tmp_path)]) == 0  # nothing present
-    assert verify.main(["accept", "imagenet"]) == 1
+    assert cli.main(["verify", "--data-dir", str(tmp_path)]) == 0  # nothing present
+    assert cli.main(["accept", "imagenet"]) == 1
     assert "unknown dataset 'imagenet'" in capsys.readouterr().err

@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from lmcnb import gpt, models, transformer_lm, vit
-from lmcnb.data import TensorData
-from lmcnb.interpolate import alpha_grid, eval_subset, interpolation_curve
-from lmcnb.rng import Seeds
-from lmcnb.runs import Run, RunSpec
-from lmcnb.train import TrainConfig
+from lmcnb.core.rng import Seeds
+from lmcnb.data.tensors import TensorData
+from lmcnb.experiments.runs import Run, RunSpec
+from lmcnb.lmc.interpolate import alpha_grid, eval_subset, interpolation_curve
+from lmcnb.models import cnn as models
+from lmcnb.models import gpt, transformer_lm, vit
+from lmcnb.train.recipe import TrainConfig
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) + (
     ["mps"] if torch.backends.mps.is_available() else [])
@@ -55,18 +56,18 @@ def test_model_trains_reproducibly_and_interpolates(tmp_path: Path, device: str,
     cfg = TrainConfig(batch_size=16, max_steps=6, lr=1e-3)
     spec = RunSpec(name, "synthetic", cfg, Seeds(), data="synthetic")
     run = Run(spec, tmp_path, build, data, device, ckpt_every=3)
-    run.ensure((3,))
-    weights = run.weights()
+    run.ensure_trained((3,))
+    weights = run.ensure_weights()
     assert all(t.device.type == "cpu" for t in weights.values())  # checkpoints live on the CPU
     # The same seeds give the same weights, bit for bit, on every device (deterministic kernels on
     # accelerators: lmcnb.rng.deterministic_kernels).
     (tmp_path / "again").mkdir()
     again = Run(spec, tmp_path / "again", build, data, device, ckpt_every=3)
-    for key, value in again.weights().items():
+    for key, value in again.ensure_weights().items():
         torch.testing.assert_close(value, weights[key], rtol=0, atol=0, msg=key)
     net = build().to(device).eval()
     split = eval_subset(data, "all", 32, device)
-    curve, disagreement = interpolation_curve(net, run.weights(3), weights, {"test": split},
+    curve, disagreement = interpolation_curve(net, run.ensure_weights(3), weights, {"test": split},
                                               alpha_grid(3), batch_size=32, progress=False)
     assert len(curve) == 3 and curve.loss.map(math.isfinite).all()
     assert 0.0 <= disagreement <= 1.0

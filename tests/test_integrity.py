@@ -17,12 +17,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from lmcnb import gpt, text
-from lmcnb.checkpoint import CheckpointError, load_state
-from lmcnb.files import atomic_write_text
-from lmcnb.registry import Ref
-from lmcnb.study import spawn_study
-from lmcnb.train import TrainConfig
+from lmcnb.chapters import gpt as gpt_chapter
+from lmcnb.core.checkpoint import CheckpointError, load_state
+from lmcnb.core.files import atomic_write_text
+from lmcnb.core.ref import Ref
+from lmcnb.data import text, tokenizers
+from lmcnb.experiments.study import spawn_study
+from lmcnb.models import gpt
+from lmcnb.models import pretrained as pretrained_models
+from lmcnb.train.recipe import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -108,36 +111,37 @@ def test_a_truncated_study_table_is_recomputed(tmp_path, mnist_setup, study):
 def test_an_emptied_done_record_is_rewritten_without_training(tmp_path, mnist_setup, study,
                                                               monkeypatch):
     run = mnist_setup(tmp_path).trunk(0)
-    done, weights = (run.dir / "done.json").read_text(), run.weights()
+    done, weights = (run.dir / "done.json").read_text(), run.ensure_weights()
     (run.dir / "done.json").write_text("")
-    from lmcnb.train import Trainer
+    from lmcnb.train.trainer import Trainer
 
     monkeypatch.setattr(Trainer, "step", lambda self: pytest.fail("trained again"))
-    assert run.final_step() == 8 and (run.dir / "done.json").read_text() == done
-    assert all(torch.equal(v, weights[k]) for k, v in run.weights().items())
+    assert run.ensure_trained().final_step() == 8 and (run.dir / "done.json").read_text() == done
+    assert all(torch.equal(v, weights[k]) for k, v in run.ensure_weights().items())
 
 
 def test_a_damaged_pretrained_folder_is_rebuilt(tmp_path, data_dir, offline):
     ptb = text.load_text("ptb", "train", data_dir)[:30_000]
-    tok = text.train_bpe(ptb, 300)
-    cfg = gpt.lm_train_config(batch_size=8, sim_batch_size=8, max_iters=4, warmup_steps=1, lr=3e-3,
+    tok = tokenizers.train_bpe(ptb, 300)
+    cfg = gpt_chapter.lm_train_config(batch_size=8, sim_batch_size=8, max_iters=4, warmup_steps=1,
+                                      lr=3e-3,
                               min_lr=3e-4)
     gpt.GPT_CONFIGS["Integrity"] = gpt.GPTConfig(2, 2, 32, 16, "bpe")
     try:
-        folder = gpt.pretrain("Integrity", tok, ptb, cfg, tmp_path, dataset="ptb")
-        good = gpt.pretrained_id(str(folder))
+        folder = gpt_chapter.pretrain("Integrity", tok, ptb, cfg, tmp_path, dataset="ptb")
+        good = pretrained_models.pretrained_id(str(folder))
         _flip(folder / "model.safetensors")
-        assert gpt.pretrained_id(str(folder)) != good
-        assert gpt.pretrain("Integrity", tok, ptb, cfg, tmp_path, dataset="ptb") == folder
+        assert pretrained_models.pretrained_id(str(folder)) != good
+        assert gpt_chapter.pretrain("Integrity", tok, ptb, cfg, tmp_path, dataset="ptb") == folder
     finally:
         del gpt.GPT_CONFIGS["Integrity"]
-    assert gpt.pretrained_id(str(folder)) == good
+    assert pretrained_models.pretrained_id(str(folder)) == good
     assert (folder.parent / f"{folder.name}.damaged").is_dir()
     assert not list(folder.parent.glob(".*.tmp"))
 
 
 def test_a_changed_pretrained_folder_is_refused_where_it_is_built(tmp_path):
-    from lmcnb.registry import build
+    from lmcnb.experiments.catalog import build
 
     folder = tmp_path / "model"
     folder.mkdir()
@@ -150,7 +154,7 @@ def test_a_changed_pretrained_folder_is_refused_where_it_is_built(tmp_path):
 def test_a_non_finite_loss_stops_training_with_a_clear_error(tmp_path, mnist_setup):
     bad = mnist_setup(tmp_path, train=TrainConfig(batch_size=64, max_steps=8, lr=1e30))
     with pytest.raises(FloatingPointError, match=r"non-finite training loss .* at step \d+"):
-        bad.trunk(0).final_step()
+        bad.trunk(0).ensure_trained().final_step()
     assert not (tmp_path / "train" / bad.trunk(0).spec.run_id / "done.json").exists()
 
 

@@ -7,19 +7,18 @@ import numpy as np
 import pytest
 import torch
 
-from lmcnb.data import TensorData
-from lmcnb.interpolate import (
+from lmcnb.core.rng import RngStreams, Seeds
+from lmcnb.data.tensors import TensorData
+from lmcnb.lmc.interpolate import (
     Interpolator,
     alpha_grid,
     eval_subset,
-    has_batchnorm,
     interpolate_state,
     interpolation_curve,
-    reset_batchnorm,
 )
-from lmcnb.models import AlexNet, LeNet5
-from lmcnb.rng import RngStreams, Seeds
-from lmcnb.train import evaluate
+from lmcnb.lmc.repair import has_batchnorm, reset_batchnorm
+from lmcnb.models.cnn import AlexNet, LeNet5
+from lmcnb.train.evaluation import evaluate
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -165,20 +164,21 @@ def test_curve_endpoints_reproduce_evaluate(mnist_small):
     for split, data in splits.items():
         rows = curve[curve.split == split].set_index("alpha")
         for alpha, model in ((0.0, model_a), (1.0, model_b)):
-            loss, error = evaluate(model, data, 100)
+            e = evaluate(model, data, 100)
+            loss, error = e.loss, e.error
             assert (rows.loc[alpha, "loss"] == loss
                     and rows.loc[alpha, "error"] == error), (split, alpha)
             # and on the original (not channels-last) tensors, up to float rounding
             original = train if split == "train" else test
-            loss2, error2 = evaluate(model, TensorData(original.x[:len(data)],
-                                                       original.y[:len(data)]), 100)
-            assert (rows.loc[alpha, "loss"] == pytest.approx(loss2, abs=1e-5)
-                    and rows.loc[alpha, "error"] == error2)
+            e2 = evaluate(model, TensorData(original.x[:len(data)], original.y[:len(data)]), 100)
+            assert (rows.loc[alpha, "loss"] == pytest.approx(e2.loss, abs=1e-5)
+                    and rows.loc[alpha, "error"] == e2.error)
         mid = _lenet(9)
         mid.load_state_dict(interpolate_state(sa, sb, 0.5))
-        assert (rows.loc[0.5, "loss"], rows.loc[0.5, "error"]) == evaluate(mid, data, 100)
-    _, _, pred_a = evaluate(model_a, splits["test"], 100, predictions=True)
-    _, _, pred_b = evaluate(model_b, splits["test"], 100, predictions=True)
+        mid_e = evaluate(mid, data, 100)
+        assert (rows.loc[0.5, "loss"], rows.loc[0.5, "error"]) == (mid_e.loss, mid_e.error)
+    pred_a = evaluate(model_a, splits["test"], 100, predictions=True).predictions
+    pred_b = evaluate(model_b, splits["test"], 100, predictions=True).predictions
     assert 0 < disagreement < 1
     assert disagreement == float((pred_a != pred_b).float().mean())
     # Without a test split there is no disagreement.
@@ -198,9 +198,9 @@ def test_curve_with_batchnorm_reset(bn_pair):
     for i, state in enumerate((sa, sb)):
         ref = _bn_model(4, 1)
         ref.load_state_dict(state)
-        assert plain.loss[i] == evaluate(ref, data["test"], 16)[0]
+        assert plain.loss[i] == evaluate(ref, data["test"], 16).loss
         reset_batchnorm(ref, bn_data, 16)
-        assert reset.loss[i] == evaluate(ref, data["test"], 16)[0]
+        assert reset.loss[i] == evaluate(ref, data["test"], 16).loss
         assert reset.loss[i] != plain.loss[i]
 
 

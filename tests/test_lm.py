@@ -13,13 +13,19 @@ from matplotlib.figure import Figure
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import GPT2LMHeadModel
 
-from lmcnb import gpt, text
-from lmcnb.data import DatasetMissing
-from lmcnb.metrics import relative_ppl_instability
-from lmcnb.registry import Ref, build
-from lmcnb.rng import RngStreams, Seeds
-from lmcnb.study import spawn_study
-from lmcnb.train import Trainer, evaluate
+from lmcnb.book import views
+from lmcnb.chapters import gpt as gpt_chapter
+from lmcnb.core.ref import Ref
+from lmcnb.core.rng import RngStreams, Seeds
+from lmcnb.data import text, tokenizers
+from lmcnb.data.download import DatasetMissing
+from lmcnb.experiments.catalog import build
+from lmcnb.experiments.study import spawn_study
+from lmcnb.lmc.metrics import relative_ppl_instability
+from lmcnb.models import gpt
+from lmcnb.models.pretrained import pretrained_id
+from lmcnb.train.evaluation import evaluate
+from lmcnb.train.trainer import Trainer
 
 TINY = gpt.GPTConfig(n_layer=2, n_head=2, n_embd=16, block_size=8, tokenizer="char")
 
@@ -71,28 +77,30 @@ def test_text_download_verified(tmp_path, monkeypatch, data_dir):
 # -- tokenizers -------------------------------------------------------------------------------
 def test_char_tokenizer(shakespeare):
     train, test = shakespeare
-    tok = text.CharTokenizer.fit(train)
+    tok = tokenizers.CharTokenizer.fit(train)
     assert len(tok) == 65 and tok.decode(tok.encode(test[:500])) == test[:500]
-    assert text.encode(tok, "ab").tolist() == [tok.chars.index("a"), tok.chars.index("b")]
+    assert tokenizers.encode(tok, "ab").tolist() == [tok.chars.index("a"), tok.chars.index("b")]
     with pytest.raises(ValueError, match="not in the alphabet"):
         tok.encode("é")
-    assert text.tokenizer_id(tok) != text.tokenizer_id(text.CharTokenizer.fit("abc"))
+    other = tokenizers.CharTokenizer.fit("abc")
+    assert tokenizers.tokenizer_id(tok) != tokenizers.tokenizer_id(other)
 
 
 def test_bpe_fallback_offline(shakespeare, offline):
     train, test = shakespeare
     start = time.time()
     with pytest.warns(UserWarning, match="training a byte-level BPE"):
-        tok = text.bpe_tokenizer(train[:200_000], hub_id="lmcnb-test/no-such-tokenizer",
+        tok = tokenizers.bpe_tokenizer(train[:200_000], hub_id="lmcnb-test/no-such-tokenizer",
                                  vocab_size=600)
     assert time.time() - start < 30  # no minute of hub retries
     assert 256 < len(tok) <= 600
-    ids = text.encode(tok, test[:2000])
+    ids = tokenizers.encode(tok, test[:2000])
     assert tok.decode(ids.tolist()) == test[:2000]  # byte-level: lossless on unseen text
     assert len(ids) < 2000 * 0.7  # merges learned: fewer tokens than bytes
-    again = text.train_bpe(train[:200_000], 600)
-    assert text.tokenizer_id(again) == text.tokenizer_id(tok)  # deterministic training
-    assert text.tokenizer_id(text.train_bpe(train[:200_000], 500)) != text.tokenizer_id(tok)
+    again = tokenizers.train_bpe(train[:200_000], 600)
+    assert tokenizers.tokenizer_id(again) == tokenizers.tokenizer_id(tok)  # deterministic training
+    assert tokenizers.tokenizer_id(tokenizers.train_bpe(train[:200_000],
+                                                        500)) != tokenizers.tokenizer_id(tok)
 
 
 def test_from_hub_fails_fast_offline(offline):
@@ -115,7 +123,7 @@ def test_token_windows():
 
 
 def _batches(data, data_order_seed: int, n: int) -> list[list[int]]:
-    cfg = gpt.lm_train_config(batch_size=4, sim_batch_size=8, max_iters=100, warmup_steps=0,
+    cfg = gpt_chapter.lm_train_config(batch_size=4, sim_batch_size=8, max_iters=100, warmup_steps=0,
                               lr=1e-3, min_lr=1e-4)
     trainer = Trainer(_tiny_model(50), cfg, data, RngStreams(Seeds(data_order=data_order_seed)))
     return [trainer.sampler.next().tolist() for _ in range(n)]
@@ -140,7 +148,8 @@ def test_window_loss_is_the_causal_lm_loss():
     seqs = torch.randint(0, 30, (6, 9))
     data = text.token_windows(seqs.flatten(), 8, stride=9)
     assert torch.equal(data.x, seqs[:, :8]) and torch.equal(data.y, seqs[:, 1:])
-    loss, error = evaluate(model, data, batch_size=4)
+    e = evaluate(model, data, batch_size=4)
+    loss, error = e.loss, e.error
     with torch.no_grad():
         # shifts the labels itself: the same 8 predictions per row
         hf_loss = model(seqs, labels=seqs).loss
@@ -158,10 +167,11 @@ def test_relative_ppl_instability():
 
 def test_lm_spawn_study_reports_perplexity(tmp_path, data_dir):
     tok = Ref.of("tokenizer", "char", corpus="shakespeare")
-    cfg = gpt.lm_train_config(batch_size=8, sim_batch_size=8, max_iters=12, warmup_steps=2,
+    cfg = gpt_chapter.lm_train_config(batch_size=8, sim_batch_size=8, max_iters=12, warmup_steps=2,
                               lr=3e-3, min_lr=3e-4)
     config = gpt.hf_config(TINY, len(build(tok, data_dir)))
-    setup = gpt.lm_setup("test", "tiny", config, tok, "shakespeare", cfg, tmp_path, chars=2000,
+    setup = gpt_chapter.lm_setup("test", "tiny", config, tok, "shakespeare", cfg, tmp_path,
+                                 chars=2000,
                          data_dir=str(data_dir), n_alpha=5, eval_iters="all")
     res = spawn_study(setup, [0, 6], n_children=2)
     b = res.barriers
@@ -172,7 +182,7 @@ def test_lm_spawn_study_reports_perplexity(tmp_path, data_dir):
 
 # -- configurations and FLOPs ------------------------------------------------------------------
 def test_named_configs():
-    rows = {r["model_config"]: r for r in gpt.config_table({"char": 65, "bpe": 50257})}
+    rows = {r["model_config"]: r for r in gpt_chapter.config_table({"char": 65, "bpe": 50257})}
     assert rows["GPT2"]["parameters"] == 124_439_808  # GPT-2 small
     assert round(rows["MinGPT"]["parameters"], -6) == 30_000_000
     assert round(rows["CompactGPT"]["parameters"], -6) == 12_000_000
@@ -193,23 +203,25 @@ def test_flop_formula_matches_counted_flops():
 
 
 def test_train_config():
-    cfg = gpt.lm_train_config(batch_size=12, sim_batch_size=48, max_iters=300, warmup_steps=30,
+    cfg = gpt_chapter.lm_train_config(batch_size=12, sim_batch_size=48, max_iters=300,
+                                      warmup_steps=30,
                               lr=1e-3, min_lr=1e-4)
     assert cfg.accum_steps == 4 and cfg.betas == (0.9, 0.95)
     assert cfg.optimizer == "adam" and cfg.weight_decay == 0.0  # the source's Adam, no decay
     assert cfg.schedule == "cosine" and cfg.grad_clip == 1.0 and cfg.max_steps == 300
     with pytest.raises(ValueError, match="multiple of batch_size"):
-        gpt.lm_train_config(batch_size=12, sim_batch_size=20, max_iters=3, warmup_steps=0, lr=1,
+        gpt_chapter.lm_train_config(batch_size=12, sim_batch_size=20, max_iters=3, warmup_steps=0,
+                                    lr=1,
                             min_lr=0)
     with pytest.raises(ValueError, match="must equal max_iters"):
-        gpt.lm_train_config(batch_size=1, sim_batch_size=1, max_iters=3, max_steps=5,
+        gpt_chapter.lm_train_config(batch_size=1, sim_batch_size=1, max_iters=3, max_steps=5,
                             warmup_steps=0, lr=1, min_lr=0)
 
 
 # -- pretrained checkpoints --------------------------------------------------------------------
 def test_save_and_load_pretrained_directory(tmp_path, shakespeare, offline):
     train, _ = shakespeare
-    tok = text.train_bpe(train[:100_000], 400)
+    tok = tokenizers.train_bpe(train[:100_000], 400)
     model = _tiny_model(len(tok), seed=3)
     folder = gpt.save_pretrained(model, tok, tmp_path / "ckpt")
     assert (folder / "model.safetensors").exists()
@@ -218,52 +230,54 @@ def test_save_and_load_pretrained_directory(tmp_path, shakespeare, offline):
     assert all(torch.equal(v, state[k]) for k, v in loaded.state_dict().items())
     assert loaded.lm_head.weight is loaded.transformer.wte.weight  # ties survive the round trip
     tok2 = gpt.load_tokenizer(str(folder))
-    assert text.encode(tok2, train[:3000]).tolist() == text.encode(tok, train[:3000]).tolist()
-    assert text.tokenizer_id(tok2) == text.tokenizer_id(tok)
+    assert tokenizers.encode(tok2, train[:3000]).tolist() == tokenizers.encode(tok,
+                                                                               train[:3000]).tolist()
+    assert tokenizers.tokenizer_id(tok2) == tokenizers.tokenizer_id(tok)
     copy = shutil.copytree(folder, tmp_path / "elsewhere")
-    assert gpt.pretrained_id(str(copy)) == gpt.pretrained_id(str(folder)) != "gpt2"
-    assert gpt.pretrained_id("gpt2") == "gpt2"
+    assert pretrained_id(str(copy)) == pretrained_id(str(folder)) != "gpt2"
+    assert pretrained_id("gpt2") == "gpt2"
     gpt.save_pretrained(_tiny_model(len(tok), seed=4), tok, copy)
-    assert gpt.pretrained_id(str(copy)) != gpt.pretrained_id(str(folder))
+    assert pretrained_id(str(copy)) != pretrained_id(str(folder))
 
 
 def test_pretrain_then_fine_tune_from_the_directory(tmp_path, data_dir, offline):
     ptb = text.load_text("ptb", "train", data_dir)[:60_000]
-    tok = text.train_bpe(ptb, 300)
-    cfg = gpt.lm_train_config(batch_size=8, sim_batch_size=8, max_iters=6, warmup_steps=1,
+    tok = tokenizers.train_bpe(ptb, 300)
+    cfg = gpt_chapter.lm_train_config(batch_size=8, sim_batch_size=8, max_iters=6, warmup_steps=1,
                               lr=3e-3, min_lr=3e-4)
     shape = dataclasses.replace(TINY, tokenizer="bpe")
     gpt.GPT_CONFIGS["Test"] = shape
     try:
-        folder = gpt.pretrain("Test", tok, ptb, cfg, tmp_path, dataset="ptb")
+        folder = gpt_chapter.pretrain("Test", tok, ptb, cfg, tmp_path, dataset="ptb")
         stamp = (folder / "model.safetensors").stat().st_mtime_ns
-        assert gpt.pretrain("Test", tok, ptb, cfg, tmp_path, dataset="ptb") == folder
+        assert gpt_chapter.pretrain("Test", tok, ptb, cfg, tmp_path, dataset="ptb") == folder
         assert (folder / "model.safetensors").stat().st_mtime_ns == stamp  # reused, not retrained
     finally:
         del gpt.GPT_CONFIGS["Test"]
     pretrained = gpt.load_pretrained(str(folder))
     tok_ref = Ref.of("tokenizer", "pretrained", source=str(folder))
     args = (pretrained.config, tok_ref, "ptb", cfg, tmp_path)
-    fine = gpt.lm_setup("test", "ft", *args, chars=20_000, data_dir=str(data_dir),
+    fine = gpt_chapter.lm_setup("test", "ft", *args, chars=20_000, data_dir=str(data_dir),
                         pretrained=str(folder))
-    scratch = gpt.lm_setup("test", "ft", *args, chars=20_000, data_dir=str(data_dir))
-    start = fine.trunk(0).weights(0)  # k = 0: straight from the pretrained weights
+    scratch = gpt_chapter.lm_setup("test", "ft", *args, chars=20_000, data_dir=str(data_dir))
+    start = fine.trunk(0).ensure_weights(0)  # k = 0: straight from the pretrained weights
     assert all(torch.equal(v, pretrained.state_dict()[k]) for k, v in start.items())
-    assert not torch.equal(scratch.trunk(0).weights(0)["lm_head.weight"], start["lm_head.weight"])
-    assert dict(fine.model_args)["pretrained"] == gpt.pretrained_id(str(folder))
+    assert not torch.equal(scratch.trunk(0).ensure_weights(0)["lm_head.weight"],
+                           start["lm_head.weight"])
+    assert dict(fine.model_args)["pretrained"] == pretrained_id(str(folder))
     assert fine.trunk(0).spec.run_id != scratch.trunk(0).spec.run_id
 
 
 # -- text samples ------------------------------------------------------------------------------
 def test_text_sample_view_is_seeded():
-    tok = text.CharTokenizer("abcdefgh ")
+    tok = tokenizers.CharTokenizer("abcdefgh ")
     model_a, model_b = _tiny_model(len(tok), 0), _tiny_model(len(tok), 1)
     s = gpt.sample(model_a, tok, "abc", 40, seed=7)
     assert len(s) == 40 and set(s) <= set(tok.chars)
     assert s == gpt.sample(model_a, tok, "abc", 40, seed=7)
     assert s != gpt.sample(model_a, tok, "abc", 40, seed=8)
     assert s != gpt.sample(model_b, tok, "abc", 40, seed=7)
-    view = gpt.text_sample_view(tok, "abc", 40, seed=7)
+    view = views.text_sample_view(tok, "abc", 40, seed=7)
     ax = Figure().add_subplot()
     view(model_a, 0.5, ax)
     assert ax.texts[0].get_text().replace("\n", "").startswith("abc" + s[:10])
@@ -274,7 +288,7 @@ def test_text_sample_view_is_seeded():
 def test_gpt_runs_on_the_requested_device():
     device = ("cuda" if torch.cuda.is_available()
               else "mps" if torch.backends.mps.is_available() else "cpu")
-    tok = text.CharTokenizer("abcdefgh ")
+    tok = tokenizers.CharTokenizer("abcdefgh ")
     model = _tiny_model(len(tok)).to(device)
     assert len(gpt.sample(model, tok, "ab", 5, seed=0)) == 5
     assert model(torch.zeros(1, 8, dtype=torch.long, device=device)).logits.device.type == device

@@ -11,15 +11,18 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lmcnb import interpolate
 from lmcnb import measure as M
-from lmcnb import widgets as W
-from lmcnb.data import TensorData
-from lmcnb.gpt import GPTConfig, hf_config, lm_setup
-from lmcnb.models import LeNet5, ReducedVGG
-from lmcnb.registry import Ref, build
-from lmcnb.study import Setup, compare
-from lmcnb.train import TrainConfig
+from lmcnb.book import widgets as W
+from lmcnb.chapters.gpt import lm_setup
+from lmcnb.core.ref import Ref
+from lmcnb.data.tensors import TensorData
+from lmcnb.experiments.catalog import build
+from lmcnb.experiments.setup import Setup
+from lmcnb.experiments.study import compare
+from lmcnb.lmc import interpolate
+from lmcnb.models.cnn import LeNet5, ReducedVGG
+from lmcnb.models.gpt import GPTConfig, hf_config
+from lmcnb.train.recipe import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 CURVE_COLUMNS = ["bn_reset", "split", "alpha", "loss", "error"]

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from lmcnb.metrics import (
+from lmcnb.lmc.metrics import (
     STABLE_THRESHOLD,
     aggregate,
     barrier,

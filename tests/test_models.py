@@ -5,8 +5,8 @@ import re
 import pytest
 import torch
 
-from lmcnb.models import CNN_MODELS, AlexNet, LeNet5, ReducedVGG, build_model, count_parameters
-from lmcnb.rng import RngStreams, Seeds
+from lmcnb.core.rng import RngStreams, Seeds
+from lmcnb.models.cnn import CNN_MODELS, AlexNet, LeNet5, ReducedVGG, build_model, count_parameters
 
 # (name, classes, input shape, parameters as built)
 MODELS = [

@@ -1,8 +1,12 @@
 """Tests for lmcnb.params: profiles, explicit overrides, and errors that list the valid values."""
 
 import pytest
+import torch
 
-from lmcnb.params import PROFILES, at_least, choose, pick_device, resolve, runs_root
+from lmcnb.book.params import PROFILES, resolve
+from lmcnb.core.checks import at_least, choose
+from lmcnb.core.device import pick_device
+from lmcnb.core.env import runs_root
 
 TABLE = {
     "smoke": {"n_alpha": 5, "spawn_steps": [0, 10], "model": "lenet5", "bn_reset": False},
@@ -118,7 +122,9 @@ def test_runs_root_precedence(tmp_path, monkeypatch):
 
 def test_pick_device():
     assert pick_device("cpu") == "cpu"
-    assert pick_device("cuda:1") == "cuda:1"  # an explicit device is taken as given
+    if not torch.cuda.is_available():  # asked for and not there: refused, the parameter named
+        with pytest.raises(ValueError, match="device 'cuda:1'.*no cuda device"):
+            pick_device("cuda:1")
     assert pick_device() in ("cpu", "cuda", "mps") and pick_device("auto") == pick_device()
     with pytest.raises(ValueError) as info:
         pick_device("tpu")

@@ -3,22 +3,22 @@ from __future__ import annotations
 
 import pytest
 
-from lmcnb import progress
+from lmcnb.core import env, progress
 
 
 @pytest.mark.parametrize(("value", "shown"), [(None, True), ("1", True), ("0", False),
                                               ("false", False), (" No ", False)])
 def test_bar_honours_the_environment(monkeypatch, value, shown):
     if value is None:
-        monkeypatch.delenv(progress.ENV, raising=False)
+        monkeypatch.delenv(env.PROGRESS, raising=False)
     else:
-        monkeypatch.setenv(progress.ENV, value)
+        monkeypatch.setenv(env.PROGRESS, value)
     with progress.bar(range(3), leave=False) as bar:
         assert bar.disable is not shown  # (closing a bar disables it: look before)
         assert list(bar) == [0, 1, 2]
 
 
 def test_disable_wins_over_the_environment(monkeypatch):
-    monkeypatch.setenv(progress.ENV, "1")
+    monkeypatch.setenv(env.PROGRESS, "1")
     with progress.bar(total=2, disable=True) as bar:
         assert bar.disable

@@ -16,29 +16,31 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from lmcnb import prune, vit
-from lmcnb.augment import vit_augment
-from lmcnb.checkpoint import CheckpointError, load_state, save_state
-from lmcnb.data import TensorData
-from lmcnb.interpolate import Interpolator, interpolate_state
-from lmcnb.prune import (
-    CubicSchedule,
+from lmcnb.chapters import pruning as prune
+from lmcnb.core.checkpoint import CheckpointError, load_state, save_state
+from lmcnb.core.ref import Ref
+from lmcnb.core.rng import RngStreams, Seeds
+from lmcnb.data.augment import vit_augment
+from lmcnb.data.tensors import TensorData
+from lmcnb.experiments.catalog import build, check
+from lmcnb.experiments.pruning import hook_mask
+from lmcnb.experiments.runs import Run, RunSpec, hook_identity
+from lmcnb.experiments.study import children, spawn_study
+from lmcnb.lmc.interpolate import Interpolator, interpolate_state
+from lmcnb.models import vit
+from lmcnb.prune.mask import (
     MaskHook,
-    Platon,
     apply_mask,
     density,
     final_mask,
-    hook_mask,
     prunable,
     random_mask,
     save_mask,
     tensor_densities,
 )
-from lmcnb.registry import Ref, build
-from lmcnb.rng import RngStreams, Seeds
-from lmcnb.runs import Run, RunSpec, hook_identity
-from lmcnb.study import spawn_children, spawn_study
-from lmcnb.train import TrainConfig, Trainer
+from lmcnb.prune.platon import CubicSchedule, Platon
+from lmcnb.train.recipe import TrainConfig
+from lmcnb.train.trainer import Trainer
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -414,7 +416,7 @@ def test_hook_refs_are_plain_data_and_a_mask_is_identified_by_its_content(tmp_pa
     with pytest.raises(CheckpointError, match="belongs to"):
         hook_mask(same)
     with pytest.raises(ValueError, match="unknown hook 'platonn'"):
-        Ref.of("hook", "platonn")
+        check(Ref.of("hook", "platonn"))  # a setup or a run checks its refs when built
 
 
 def test_killed_pruning_run_resumes_bit_identically_from_its_last_checkpoint(tmp_path,
@@ -435,11 +437,11 @@ def test_killed_pruning_run_resumes_bit_identically_from_its_last_checkpoint(tmp
     with monkeypatch.context() as m:
         m.setattr(Trainer, "step", dies_at_14)
         with pytest.raises(KeyboardInterrupt):
-            killed.final_step()
+            killed.ensure_trained().final_step()
     last = load_state(killed.dir / "last.safetensors")
     assert last["progress"]["step"] == 10 and last["hooks"][0]["step"] == 10
-    assert _toy_run(tmp_path / "killed", (_platon_ref(),)).final_step() == 30
-    a, b = straight.state(30), killed.state(30)
+    assert _toy_run(tmp_path / "killed", (_platon_ref(),)).ensure_trained().final_step() == 30
+    a, b = straight.ensure_state(30), killed.ensure_state(30)
     _assert_same(a["model"], b["model"], "model")
     _assert_same(a["hooks"], b["hooks"], "hooks")
     assert density(prunable(b["model"])) == pytest.approx(0.3, abs=1e-3)
@@ -460,17 +462,17 @@ def test_masked_children_of_a_dense_trunk_start_and_stay_inside_the_mask(tmp_pat
     masked = replace(dense, child_hooks=(save_mask(mask, tmp_path / "masks"),))
     assert masked.trunk(0).spec.run_id == dense.trunk(0).spec.run_id
     results = spawn_study(masked, [0, 4], n_children=2)
-    kids = {k: spawn_children(masked, 0, k, 2) for k in (0, 4)}
-    assert kids[0][0].spec.run_id != spawn_children(dense, 0, 0, 2)[0].spec.run_id
-    trunk = masked.trunk(0).weights()
+    kids = {k: children(masked, 0, k, 2) for k in (0, 4)}
+    assert kids[0][0].spec.run_id != children(dense, 0, 0, 2)[0].spec.run_id
+    trunk = masked.trunk(0).ensure_weights()
     assert all(bool((trunk[n][~m] != 0).all()) for n, m in mask.items())  # dense
     for k, (a, b) in kids.items():
-        wa, wb = a.weights(), b.weights()
+        wa, wb = a.ensure_weights(), b.ensure_weights()
         assert not torch.equal(wa["classifier.5.weight"], wb["classifier.5.weight"])
-        start = a.state(k)  # the child's first checkpoint: m ⊙ W_k
+        start = a.ensure_state(k)  # the child's first checkpoint: m ⊙ W_k
         for n, m in mask.items():
             assert not start["model"][n][~m].any() and torch.equal(
-                start["model"][n][m], masked.trunk(0).weights(k)[n][m])
+                start["model"][n][m], masked.trunk(0).ensure_weights(k)[n][m])
         for alpha in (0.0, 0.3, 0.5, 1.0):
             path = interpolate_state(wa, wb, alpha)
             assert all(not path[n][~m].any() for n, m in mask.items()), (k, alpha)

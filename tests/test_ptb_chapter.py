@@ -14,13 +14,15 @@ import pytest
 import torch
 from torch import nn
 
-from lmcnb import ptb
-from lmcnb.data import TensorData
-from lmcnb.registry import build
-from lmcnb.rng import Seeds
-from lmcnb.runs import Run, RunSpec
-from lmcnb.train import TrainConfig, lr_at, parse_steps
-from lmcnb.wordlm import Vocab
+from lmcnb.book import views
+from lmcnb.chapters import ptb
+from lmcnb.core.rng import Seeds
+from lmcnb.core.steps import parse_steps
+from lmcnb.data.tensors import TensorData
+from lmcnb.data.words import Vocab
+from lmcnb.experiments.catalog import build
+from lmcnb.experiments.runs import Run, RunSpec
+from lmcnb.train.recipe import TrainConfig, lr_at
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "ptb_transformer.ipynb"
@@ -66,24 +68,24 @@ def _linear_run(root: Path, endpoint: str, **spec) -> Run:
 
 def test_best_val_endpoint_is_the_step_of_lowest_validation_loss(tmp_path):
     run = _linear_run(tmp_path, "best_val")
-    best = run.end_step()
+    best = run.ensure_trained().end_step()
     log = pd.read_csv(run.dir / "log.csv")
     assert best == int(log.step[log.val_loss.idxmin()]) and 0 < best < 36
     assert best in run.saved_steps()  # kept while training: nothing is trained again
     final = _linear_run(tmp_path, "final")
-    assert final.dir == run.dir and final.end_step() == 36
-    assert torch.equal(run.weights()["weight"], run.state(best)["model"]["weight"])
-    assert not torch.equal(run.weights()["weight"], final.weights()["weight"])
+    assert final.dir == run.dir and final.ensure_trained().end_step() == 36
+    assert torch.equal(run.ensure_weights()["weight"], run.ensure_state(best)["model"]["weight"])
+    assert not torch.equal(run.ensure_weights()["weight"], final.ensure_weights()["weight"])
 
 
 def test_a_childs_best_state_is_its_own(tmp_path):
     parent = _linear_run(tmp_path, "best_val")
     k = 30  # after the parent's best step
-    assert parent.end_step() < k
+    assert parent.ensure_trained().end_step() < k
     spec = replace(parent.spec, seeds=parent.spec.seeds.replace(data_order=9),
                    parent=(parent.spec.run_id, k), stop_at=36)
     child = replace(parent, spec=spec, parent=parent)
-    assert k < child.end_step() <= 36
+    assert k < child.ensure_trained().end_step() <= 36
 
 
 def test_best_val_needs_validation_data_and_a_known_endpoint(tmp_path):
@@ -142,7 +144,7 @@ def _drawn(setup, k: int) -> list[dict[str, list[torch.Tensor]]]:
             return net
 
         child = setup.child(trunk, k, setup.total_steps, "ablation-test", c)
-        replace(child, build=model).final_step()
+        replace(child, build=model).ensure_trained().final_step()
         logs.append(log)
     return logs
 
@@ -167,7 +169,7 @@ def test_noise_ablation_children_differ_only_in_the_named_streams(tmp_path, data
 
 
 def test_noise_ablation_table_takes_both_from_the_study(tmp_path, data_dir):
-    from lmcnb.study import spawn_study
+    from lmcnb.experiments.study import spawn_study
 
     p = _params(tmp_path, data_dir, noise_steps=[2])
     s = ptb.setup(p)
@@ -255,7 +257,7 @@ class _NextId(nn.Module):
 
 def test_next_word_view_marks_wrong_predictions():
     vocab = Vocab.build(" a b c \n b c d \n a \n")  # <unk> <eos> a b c d = 0 … 5
-    view = ptb.next_word_view(vocab, " a b c ", top=2)  # ids 2 3 4 <eos>: next 3 4 1
+    view = views.next_word_view(vocab, " a b c ", top=2)  # ids 2 3 4 <eos>: next 3 4 1
     fig, ax = plt.subplots()
     view(_NextId(len(vocab)), 0.5, ax)
     assert ax.get_title() == "next-word predictions: 2/3 top-1 right"  # b, c right; d ≠ <eos>

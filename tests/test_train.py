@@ -17,15 +17,19 @@ import pytest
 import torch
 from torch import nn
 
-from lmcnb.augment import crop_and_flip
-from lmcnb.checkpoint import load_state, save_state
-from lmcnb.data import TensorData
-from lmcnb.models import LeNet5
-from lmcnb.registry import Ref
-from lmcnb.rng import STREAMS, RngStreams, Seeds, derive_seed, deterministic_kernels
-from lmcnb.runs import Run, RunSpec
-from lmcnb.study import Setup, spawn_study
-from lmcnb.train import EpochSampler, TrainConfig, Trainer, lr_at, parse_steps
+from lmcnb.core.checkpoint import load_state, save_state
+from lmcnb.core.device import deterministic_kernels
+from lmcnb.core.ref import Ref
+from lmcnb.core.rng import STREAMS, RngStreams, Seeds, derive_seed
+from lmcnb.core.steps import parse_steps
+from lmcnb.data.augment import crop_and_flip
+from lmcnb.data.tensors import TensorData
+from lmcnb.experiments.runs import Run, RunSpec
+from lmcnb.experiments.setup import Setup
+from lmcnb.experiments.study import spawn_study
+from lmcnb.models.cnn import LeNet5
+from lmcnb.train.recipe import TrainConfig, lr_at
+from lmcnb.train.trainer import EpochSampler, Trainer
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -283,7 +287,7 @@ def test_early_stopping_in_a_run_is_recorded(tmp_path):
     t = _early_stopping_trainer(patience=2)
     spec = RunSpec("linear", "synthetic", t.cfg, Seeds(1, 2, 3, 4))
     run = Run(spec, tmp_path, lambda: nn.Linear(20, 10), t.data, val_data=t.val_data)
-    final = run.final_step()
+    final = run.ensure_trained().final_step()
     assert run.done["stopped_early"] and final < 60
     assert run.saved_steps() == [final]
     log = pd.read_csv(run.dir / "log.csv")
@@ -452,14 +456,14 @@ def _setup(root, data_dir, **kw) -> Setup:
 def test_same_seeds_give_identical_weights(tmp_path, data_dir, mnist_small):
     one, two = (_setup(tmp_path / "one", data_dir).trunk(0),
                 _setup(tmp_path / "two", data_dir).trunk(0))
-    one.ensure([8])
-    two.ensure([8])
+    one.ensure_trained([8])
+    two.ensure_trained([8])
     assert one.dir != two.dir and one.dir.name == two.dir.name
     assert json.loads((one.dir / "spec.json").read_text()) == json.loads(
         json.dumps(one.spec.identity(), default=list))
     for step in (8, 16):
-        _assert_same(one.state(step), two.state(step), f"step {step}")
-    assert not _same_weights(one.weights(), one.weights(0))  # it did train
+        _assert_same(one.ensure_state(step), two.ensure_state(step), f"step {step}")
+    assert not _same_weights(one.ensure_weights(), one.ensure_weights(0))  # it did train
 
     # Another data order: other weights. LeNet5 has no dropout and no augmentation here, so changing
     # those two streams must change nothing at all.
@@ -467,16 +471,16 @@ def test_same_seeds_give_identical_weights(tmp_path, data_dir, mnist_small):
     other_order = Run(RunSpec(spec.model, spec.dataset, spec.train,
                               spec.seeds.replace(data_order=12345)),
                       tmp_path / "three", LeNet5, mnist_small[0])
-    assert not _same_weights(other_order.weights(), one.weights())
+    assert not _same_weights(other_order.ensure_weights(), one.ensure_weights())
     unused = Run(RunSpec(spec.model, spec.dataset, spec.train,
                          spec.seeds.replace(dropout=1, augmentation=2)),
                  tmp_path / "three", LeNet5, mnist_small[0])
-    assert unused.dir != one.dir and _same_weights(unused.weights(), one.weights())
+    assert unused.dir != one.dir and _same_weights(unused.ensure_weights(), one.ensure_weights())
 
 
 def test_finished_run_is_not_trained_again(tmp_path, data_dir, monkeypatch):
     run = _setup(tmp_path, data_dir).trunk(0)
-    weights = run.weights()
+    weights = run.ensure_weights()
     assert run.done == {"final_step": 16, "stopped_early": False, "steps_per_epoch": 8}
     def stamp(p):
         return p.stat().st_ino, p.stat().st_mtime_ns
@@ -485,19 +489,20 @@ def test_finished_run_is_not_trained_again(tmp_path, data_dir, monkeypatch):
              if p.is_file() and p.name not in ("spec.json", ".lock")}
     _StepCounter(monkeypatch, forbid=True)
     again = _setup(tmp_path, data_dir).trunk(0)  # a new object, as in a re-executed notebook
-    assert again.final_step() == 16 and _same_weights(again.weights(), weights)
+    assert again.ensure_trained().final_step() == 16 and _same_weights(again.ensure_weights(),
+                                                                       weights)
     # Nothing was rewritten: the results were only read.
     assert {p: stamp(p) for p in files} == files
     with pytest.raises(ValueError, match="no step"):
-        again.weights(17)
+        again.ensure_weights(17)
 
 
 def test_child_continues_schedule_and_optimizer_from_spawn_step(tmp_path, data_dir):
     setup = _setup(tmp_path, data_dir)
     trunk = setup.trunk(0)
-    trunk.ensure([8])
+    trunk.ensure_trained([8])
     kids = [setup.child(trunk, 8, 16, "spawn", 0, 8, c) for c in range(2)]
-    states = [kid.state(16) for kid in kids]
+    states = [kid.ensure_state(16) for kid in kids]
     for kid, state in zip(kids, states):
         assert kid.spec.parent == (trunk.spec.run_id, 8) and kid.spec.stop_at == 16
         assert state["progress"]["step"] == 16
@@ -507,12 +512,12 @@ def test_child_continues_schedule_and_optimizer_from_spawn_step(tmp_path, data_d
         # the parent's log, then its own
         assert [row["step"] for row in state["progress"]["log"]] == [8, 16]
     assert not _same_weights(states[0]["model"], states[1]["model"])  # own data orders
-    assert not _same_weights(states[0]["model"], trunk.weights())
+    assert not _same_weights(states[0]["model"], trunk.ensure_weights())
     # Spawned at k = 0, a child starts from the trunk's initialization (its own init seed is
     # unused).
     kid0 = setup.child(trunk, 0, 16, "spawn", 0, 0, 0)
-    assert _same_weights(kid0.weights(0), trunk.weights(0))
-    assert not _same_weights(kid0.weights(), trunk.weights())
+    assert _same_weights(kid0.ensure_weights(0), trunk.ensure_weights(0))
+    assert not _same_weights(kid0.ensure_weights(), trunk.ensure_weights())
 
 
 def test_spawned_child_is_identical_whether_the_parent_checkpoint_existed_or_was_recreated(
@@ -522,17 +527,17 @@ def test_spawned_child_is_identical_whether_the_parent_checkpoint_existed_or_was
     for case, kept in (("saved", [k]), ("from_step_4", [4]), ("from_init", [])):
         setup = _setup(tmp_path / case, data_dir)
         trunk = setup.trunk(0)
-        trunk.ensure(kept)
+        trunk.ensure_trained(kept)
         assert (k in trunk.saved_steps()) == (case == "saved")
         counter = _StepCounter(monkeypatch)
-        child = setup.child(trunk, k, trunk.final_step(), "spawn", 0, k, 0)
-        weights = child.weights()
+        child = setup.child(trunk, k, trunk.ensure_trained().final_step(), "spawn", 0, k, 0)
+        weights = child.ensure_weights()
         monkeypatch.undo()
         # Recreating the parent's step-8 checkpoint starts from the nearest earlier one.
         expected_steps = {"saved": 0, "from_step_4": k - 4, "from_init": k}[case] + (16 - k)
         assert counter.n == expected_steps, case
         assert k in trunk.saved_steps()
-        results[case] = (weights, trunk.state(k))
+        results[case] = (weights, trunk.ensure_state(k))
     for case in ("from_step_4", "from_init"):
         assert _same_weights(results[case][0], results["saved"][0]), case
         _assert_same(results[case][1], results["saved"][1], case)
@@ -566,12 +571,12 @@ import time
 
 import torch
 
-from lmcnb.augment import crop_and_flip
-from lmcnb.data import TensorData
-from lmcnb.models import ReducedVGG
-from lmcnb.rng import Seeds
-from lmcnb.runs import Run, RunSpec
-from lmcnb.train import TrainConfig
+from lmcnb.core.rng import Seeds
+from lmcnb.data.augment import crop_and_flip
+from lmcnb.data.tensors import TensorData
+from lmcnb.experiments.runs import Run, RunSpec
+from lmcnb.models.cnn import ReducedVGG
+from lmcnb.train.recipe import TrainConfig
 
 TOTAL = 40
 CKPT_EVERY = 5
@@ -601,7 +606,7 @@ if __name__ == "__main__":
             fh.write(f"{trainer.progress.step}\\n")
         time.sleep(0.02)
 
-    make_run(root, hooks=(report,)).final_step()
+    make_run(root, hooks=(report,)).ensure_trained().final_step()
 '''
 
 
@@ -642,13 +647,13 @@ def test_killed_run_resumes_to_bit_identical_weights(tmp_path, monkeypatch):
     assert last >= kill_at - worker.CKPT_EVERY  # the kill came after step kill_at
 
     counter = _StepCounter(monkeypatch)
-    assert run.final_step() == worker.TOTAL
+    assert run.ensure_trained().final_step() == worker.TOTAL
     assert counter.n == worker.TOTAL - last, f"killed after step {step}, resumed from {last}"
     monkeypatch.undo()
     assert not (run.dir / "last.safetensors").exists()
 
     straight = worker.make_run(tmp_path / "straight")
-    straight.final_step()
+    straight.ensure_trained().final_step()
     _assert_same(load_state(run.ckpt_path(worker.TOTAL)),
                  load_state(straight.ckpt_path(worker.TOTAL)),
                  f"killed after step {step}, resumed from {last}")

@@ -8,11 +8,16 @@ import pytest
 import torch
 from torchvision.transforms.v2 import functional as F
 
-from lmcnb import augment, pretrained, vit
-from lmcnb.augment import vit_augment
-from lmcnb.data import MEAN, STD, TensorData, load_vision
-from lmcnb.rng import RngStreams, Seeds
-from lmcnb.train import TrainConfig, Trainer
+from lmcnb.chapters import vit as vit_chapter
+from lmcnb.core import hub as pretrained
+from lmcnb.core.rng import RngStreams, Seeds
+from lmcnb.data import augment, images
+from lmcnb.data.augment import vit_augment
+from lmcnb.data.tensors import TensorData
+from lmcnb.data.vision import MEAN, STD, load_vision
+from lmcnb.models import vit
+from lmcnb.train.recipe import TrainConfig
+from lmcnb.train.trainer import Trainer
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -159,17 +164,17 @@ def test_batched_augmentation_equals_v2_functional_image_by_image():
 
 
 def test_vit_images_and_inputs_resized_to_the_model(data_dir):
-    small = vit.vit_images("tiny_imagenet", "test", data_dir, size=32)
+    small = images.vit_images("tiny_imagenet", "test", data_dir, size=32)
     full = load_vision("tiny_imagenet", "test", data_dir)
     assert small.x.shape == (1000, 3, 32, 32) and torch.equal(small.y, full.y)
     assert torch.allclose(small.x.mean((-1, -2)), full.x.mean((-1, -2)), atol=0.02)  # averaged
-    proc = vit.vit_images("tiny_imagenet", "test", data_dir, size=32, normalize="processor")
+    proc = images.vit_images("tiny_imagenet", "test", data_dir, size=32, normalize="processor")
     mean, std = (torch.tensor(v).view(-1, 1, 1) for v in (MEAN["tiny_imagenet"],
                                                           STD["tiny_imagenet"]))
     assert torch.allclose(proc.x, ((small.x * std + mean) - 0.5) / 0.5, atol=1e-5)
-    assert vit.pixel_stats("cifar10", "processor") == ((0.5,) * 3, (0.5,) * 3)
+    assert images.pixel_stats("cifar10", "processor") == ((0.5,) * 3, (0.5,) * 3)
     with pytest.raises(ValueError, match="'dataset', 'processor'"):
-        vit.pixel_stats("cifar10", "imagenet")
+        images.pixel_stats("cifar10", "imagenet")
     # A model of 8×8 inputs fed 4×4 images: resized in its forward, as the processor would.
     torch.manual_seed(0)
     model = vit.resize_inputs(vit.build_vit(vit.vit_config("ToyViT", 10))).eval()
@@ -190,7 +195,7 @@ def test_pretraining_publishes_checkpoints_from_step_0_that_fine_tuning_loads(tm
     step 0 the initialization; each loads with a new 10-class head; a damaged folder is rebuilt;
     fine-tuning setups from two checkpoints are different runs."""
     train = TrainConfig(batch_size=16, max_steps=4, optimizer="adamw", lr=1e-3, augment=True)
-    folders = vit.pretrain("ToyViT", train, tmp_path, [0, 2, "4it"], size=8,
+    folders = vit_chapter.pretrain("ToyViT", train, tmp_path, [0, 2, "4it"], size=8,
                            data_dir=str(data_dir))
     assert sorted(folders) == [0, 2, 4]
     states = {k: {n: t.clone() for n, t in vit.load_pretrained(f, 20).state_dict().items()}
@@ -198,15 +203,16 @@ def test_pretraining_publishes_checkpoints_from_step_0_that_fine_tuning_loads(tm
     assert not torch.equal(states[0]["vit.layernorm.weight"], states[4]["vit.layernorm.weight"])
     assert torch.equal(states[0]["vit.layernorm.weight"], torch.ones(16))  # untrained
     (Path(folders[2]) / "model.safetensors").write_bytes(b"damaged")
-    again = vit.pretrain("ToyViT", train, tmp_path, [0, 2, 4], size=8, data_dir=str(data_dir))
+    again = vit_chapter.pretrain("ToyViT", train, tmp_path, [0, 2, 4], size=8,
+                                 data_dir=str(data_dir))
     assert again == folders
     assert torch.equal(vit.load_pretrained(again[2], 20).state_dict()["classifier.weight"],
                        states[2]["classifier.weight"])
-    setups = {k: vit.vit_setup("unit", "toy", train, tmp_path, pretrained=folders[k],
+    setups = {k: vit_chapter.vit_setup("unit", "toy", train, tmp_path, pretrained=folders[k],
                                size=8, data_dir=str(data_dir)) for k in (0, 4)}
     assert setups[0].trunk(0).spec.run_id != setups[4].trunk(0).spec.run_id
-    jitter = vit.vit_setup("unit", "toy", train, tmp_path, pretrained=folders[4], size=8,
+    jitter = vit_chapter.vit_setup("unit", "toy", train, tmp_path, pretrained=folders[4], size=8,
                            data_dir=str(data_dir), augment={"jitter": (0.4, 0.2, 0.2, 0.0)})
     assert jitter.trunk(0).spec.run_id != setups[4].trunk(0).spec.run_id
     with pytest.raises(ValueError, match="not both"):
-        vit.vit_setup("unit", "toy", train, tmp_path, shape="ToyViT", pretrained=folders[4])
+        vit_chapter.vit_setup("unit", "toy", train, tmp_path, shape="ToyViT", pretrained=folders[4])

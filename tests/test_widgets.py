@@ -12,16 +12,18 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image
 
-from lmcnb import widgets as W
-from lmcnb.data import MEAN, STD, TensorData
-from lmcnb.interpolate import (
+from lmcnb.book import views
+from lmcnb.book import widgets as W
+from lmcnb.data.tensors import TensorData
+from lmcnb.data.vision import MEAN, STD
+from lmcnb.lmc.interpolate import (
     Interpolator,
     alpha_grid,
     eval_subset,
     interpolate_state,
     interpolation_curve,
 )
-from lmcnb.models import build_model
+from lmcnb.models.cnn import build_model
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +164,8 @@ def test_image_view_marks_wrong_predictions_in_red():
         def forward(self, inputs):
             return torch.zeros(len(inputs), 4).index_fill_(1, torch.tensor([3]), 1.0) + self.w
 
-    view = W.image_predictions_view(data, n=8, mean=MEAN["cifar10"], std=STD["cifar10"], columns=4)
+    view = views.image_predictions_view(data, n=8, mean=MEAN["cifar10"], std=STD["cifar10"],
+                                        columns=4)
     fig = Figure()
     ax = fig.add_subplot()
     view(AlwaysFrog(), 0.5, ax)
@@ -177,9 +180,9 @@ def test_display_pixels_undo_normalisation_or_rescale():
     mean, std = (0.5, 0.25, 0.1), (0.2, 0.3, 0.4)
     raw = torch.rand(2, 3, 4, 4)
     normalised = (raw - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
-    np.testing.assert_allclose(W.display_pixels(normalised, mean, std),
+    np.testing.assert_allclose(views.display_pixels(normalised, mean, std),
                                raw.permute(0, 2, 3, 1).numpy(), atol=1e-6)
-    scaled = W.display_pixels(normalised)
+    scaled = views.display_pixels(normalised)
     assert scaled.shape == (2, 4, 4, 3)
     np.testing.assert_allclose(scaled.reshape(2, -1).min(1), 0, atol=1e-6)
     np.testing.assert_allclose(scaled.reshape(2, -1).max(1), 1, atol=1e-6)

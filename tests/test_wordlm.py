@@ -6,18 +6,20 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from lmcnb import text
-from lmcnb.data import DatasetMissing
-from lmcnb.metrics import relative_ppl_instability, seed_relative_ppl_instability
-from lmcnb.rng import RngStreams, Seeds
-from lmcnb.train import TrainConfig, Trainer, evaluate
-from lmcnb.transformer_lm import (
+from lmcnb.core.rng import RngStreams, Seeds
+from lmcnb.data import text
+from lmcnb.data.download import DatasetMissing
+from lmcnb.data.words import EOS, UNK, Vocab, load_ptb, stream_chunks, word_splits
+from lmcnb.lmc.metrics import relative_ppl_instability, seed_relative_ppl_instability
+from lmcnb.models.transformer_lm import (
     TransformerLM,
     TransformerLMConfig,
     forward_flops_per_token,
     param_count,
 )
-from lmcnb.wordlm import EOS, UNK, Vocab, load_ptb, stream_chunks, word_splits
+from lmcnb.train.evaluation import evaluate
+from lmcnb.train.recipe import TrainConfig
+from lmcnb.train.trainer import Trainer
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -80,7 +82,8 @@ def test_real_ptb_sizes(data_dir):
 
 
 def test_registry_streams_are_load_ptb_chunks(data_dir):
-    from lmcnb.registry import Ref, build
+    from lmcnb.core.ref import Ref
+    from lmcnb.experiments.catalog import build
 
     _, splits = load_ptb(data_dir, download=False)
     for split, streams in (("train", 16), ("test", 10)):
@@ -97,7 +100,8 @@ def test_registry_streams_are_load_ptb_chunks(data_dir):
 
 @pytest.mark.parametrize("bad", [{"bptt": 0}, {"streams": 0}, {"limit": 0}])
 def test_registry_streams_refuse_bad_sizes_before_reading(tmp_path, bad):
-    from lmcnb.registry import Ref, build
+    from lmcnb.core.ref import Ref
+    from lmcnb.experiments.catalog import build
 
     args = {"split": "train", "streams": 16, "bptt": 35, **bad}
     with pytest.raises(ValueError, match=rf"{next(iter(bad))} must be an integer >= 1"):
@@ -190,10 +194,10 @@ def test_trainer_steps_on_real_ptb_reduce_loss(data_dir):
     recipe = TrainConfig(batch_size=1, max_steps=30, optimizer="sgd", lr=2.5, momentum=0.0,
                          grad_clip=0.5)  # hahacen's SGD; one chunk of 4 x 16 tokens per step
     trainer = Trainer(model, recipe, data, streams)
-    before = evaluate(model, data)[0]
+    before = evaluate(model, data).loss
     for _ in range(30):
         trainer.step()
-    assert before > math.log(len(vocab)) - 0.5 and evaluate(model, data)[0] < before - 0.8
+    assert before > math.log(len(vocab)) - 0.5 and evaluate(model, data).loss < before - 0.8
 
 
 # -- hahacen's R -----------------------------------------------------------------------------

@@ -1,0 +1,78 @@
+"""Pruning in studies: the hook refs of PLATON and of fixed masks, pruned runs trained on an
+executor, the masks they leave, random controls, and accuracy on a setup's test sample.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..prune.mask import VIT_PRUNABLE, Mask, final_mask, load_mask, random_mask, save_mask
+
+
+def platon_hook(setup: Any, final_density: float, *, score: str = "platon",
+                initial_warmup: int | str = 0, final_warmup: int | str = 0, delta_t: int = 10,
+                beta1: float = 0.85, beta2: float = 0.95) -> Any:
+    """`Ref.of("hook", "platon", ...)` pruning every run of `setup` to `final_density` by its end;
+    warm-ups in steps or `"1ep"` strings of `setup`'s training data. Built once here, so a bad
+    value fails before anything trains."""
+    from ..core.ref import Ref
+    from ..core.steps import parse_steps
+    from .catalog import build
+
+    hook = Ref.of("hook", "platon", total_steps=setup.total_steps, final_density=final_density,
+                  initial_warmup=parse_steps(initial_warmup, setup.steps_per_epoch),
+                  final_warmup=parse_steps(final_warmup, setup.steps_per_epoch),
+                  delta_t=delta_t, beta1=beta1, beta2=beta2, score=score)
+    build(hook)
+    return hook
+
+
+def pruned_runs(setup: Any, hooks: Mapping[str, Any], executor: Any = "serial") -> dict[str, Any]:
+    """{name: trunk 0 of `setup` trained with `hooks[name]`} (e.g. `platon_hook`s), finished: on
+    `executor` (with its thread budget; in parallel on a Dask cluster)."""
+    from dataclasses import replace
+
+    from .executors import Task, get_executor
+    from .runs import Run
+
+    runs = {name: replace(setup, hooks=(hook,)).trunk(0) for name, hook in hooks.items()}
+    tasks = [Task(f"train-{run.spec.run_id}", Run.ensure_trained, (run,)) for run in runs.values()]
+    get_executor(executor).run(tasks, [t.key for t in tasks])
+    return runs
+
+
+def mask_of(run: Any, include: tuple[str, ...] = VIT_PRUNABLE) -> Any:
+    """The mask of a finished pruning run (its nonzero selected weights), saved in its folder;
+    returns the hook that keeps it (`save_mask`)."""
+    return save_mask(final_mask(run.weights(), include), run.dir)
+
+
+def random_like(mask_hook: Any, seed: int) -> Any:
+    """A mask hook keeping as many entries of each tensor as `mask_hook`'s mask, at random places
+    (drawn from `seed`), saved beside it."""
+    mask = random_mask(hook_mask(mask_hook), torch.Generator().manual_seed(seed))
+    return save_mask(mask, Path(mask_hook.kwargs()["path"]).parent)
+
+
+def hook_mask(mask_hook: Any) -> Mask:
+    """The mask a `Ref.of("hook", "mask", ...)` keeps."""
+    args = mask_hook.kwargs()
+    return load_mask(args["path"], args["digest"])
+
+
+def accuracy_of(setup: Any, weights: Mapping[str, torch.Tensor]) -> float:
+    """Accuracy of `weights` on the test sample `setup`'s curves use (`eval_iters` batches)."""
+    from ..core.device import pick_device
+    from ..lmc.interpolate import eval_subset
+    from ..train.evaluation import evaluate
+    from .catalog import build
+
+    device, bs = pick_device(setup.device), setup.eval_batch_size
+    with torch.random.fork_rng():
+        model = build(setup.net, setup.data_dir)
+    model.load_state_dict(weights)
+    test = eval_subset(setup.load(setup.test_data), setup.eval_iters, bs, device, seed=2)
+    return 1 - evaluate(model.to(device), test, bs).error

@@ -1,0 +1,1 @@
+"""The LMC layer: the interpolation engine, the barrier metrics, BatchNorm reset."""

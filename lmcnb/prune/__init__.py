@@ -1,0 +1,1 @@
+"""Pruning: masks (`mask`) and PLATON / magnitude pruning on the cubic schedule (`platon`)."""

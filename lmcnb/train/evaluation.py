@@ -1,0 +1,62 @@
+"""The loss and the error of a model on data, as training and every evaluation compute them.
+
+Classifiers and language models are evaluated alike: a model maps x to logits (or to an output
+with `.logits`), the loss is the cross-entropy of the flattened logits against the flattened
+targets, the error the top-1 error over every target (every next token of a language model).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.tensors import TensorData
+
+
+def logits_of(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The model's logits for `x`: its output, or the output's `.logits` (`transformers`)."""
+    out = model(x)
+    return out.logits if hasattr(out, "logits") else out
+
+
+def loss_and_errors(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed cross-entropy and summed top-1 errors over every prediction in the batch."""
+    logits = logits.flatten(0, -2)
+    y = y.flatten()
+    return F.cross_entropy(logits, y, reduction="sum"), (logits.argmax(-1) != y).sum()
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Mean cross-entropy and error over every prediction of a split, and (when asked for) the
+    top-1 predictions, flattened in the order of the data."""
+
+    loss: float
+    error: float
+    predictions: torch.Tensor | None = None
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, data: TensorData, batch_size: int = 1000,
+             predictions: bool = False) -> Evaluation:
+    """The `Evaluation` of `model` on `data` (model in eval mode, `batch_size` examples per
+    forward, under the fixed CPU thread budget)."""
+    from ..core.device import task_threads
+
+    was_training = model.training
+    model.eval()
+    loss = errors = 0.0
+    preds = []
+    n = 0
+    with task_threads():
+        for start in range(0, len(data), batch_size):
+            x, y = data.x[start:start + batch_size], data.y[start:start + batch_size]
+            logits = logits_of(model, x)
+            l_sum, e_sum = loss_and_errors(logits, y)
+            loss, errors, n = loss + float(l_sum), errors + float(e_sum), n + y.numel()
+            if predictions:
+                preds.append(logits.argmax(-1).flatten())
+    model.train(was_training)
+    return Evaluation(loss / n, errors / n, torch.cat(preds) if predictions else None)
