@@ -34,6 +34,12 @@ from lmcnb.models import gpt
 from lmcnb.train.trainer import Trainer
 
 
+def _recipe(**values):
+    """The GPT chapter's recipe of `values` (`lmcnb.chapters.gpt.LMTrain`)."""
+    return gpt_chapter.LMTrain.build(values, "train").recipe()
+
+
+
 def seed_way(model, state_a, state_b, test, alphas) -> np.ndarray:
     """A fresh copy per α, one sequence per forward pass; rows of (loss, error)."""
     rows = []
@@ -54,9 +60,8 @@ def seed_way(model, state_a, state_b, test, alphas) -> np.ndarray:
 
 def trainer(config, data, batch_size: int, steps: int, seed: int) -> Trainer:
     """A `Trainer` for a fresh model with the book's recipe (AdamW, warmup + cosine, clipping)."""
-    cfg = gpt_chapter.lm_train_config(batch_size=batch_size, sim_batch_size=batch_size,
-                                      max_iters=steps,
-                              warmup_steps=10, lr=3e-3, min_lr=3e-4)
+    cfg = _recipe(batch_size=batch_size, sim_batch_size=batch_size, max_iters=steps,
+                  warmup_steps=10, lr=3e-3, min_lr=3e-4)
     streams = RngStreams(Seeds.from_base(seed, "benchmark"))
     with streams.active("init"):
         model = gpt.build_gpt(config)

@@ -9,7 +9,9 @@ A pair is two modules of one architecture, two state dicts with `model=` to load
 folders written by `save_pretrained`. Data is a `DataLoader` or any iterable of `(x, y)` batches,
 or a `TensorData`. It is read once and held on the device, so every α sees the same examples, and
 the chapters' engine evaluates it (`interpolation_curve`, then `barriers`): the numbers are those
-a chapter computes for the same pair on the same examples.
+a chapter computes for the same pair on the same examples. Nothing is reported that was not
+measured: non-finite weights or inputs are refused before the first α, and an α whose loss is not
+finite makes the barriers that read it infinite and the pair unstable (`nonfinite_alpha`).
 """
 from __future__ import annotations
 
@@ -19,16 +21,12 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import ipywidgets as widgets
-import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 from torch import nn
 
-from .book.plots import SPLIT_STYLE
-from .book.widgets import View, alpha_slider
 from .core.checks import at_least
 from .core.device import pick_device
 from .data.tensors import TensorData
@@ -36,6 +34,12 @@ from .lmc.interpolate import alpha_grid, eval_subset, pair_tables
 from .lmc.metrics import STABLE_THRESHOLD
 from .lmc.repair import has_batchnorm
 from .train.evaluation import logits_of
+
+if TYPE_CHECKING:  # matplotlib and ipywidgets are imported by `plot` and `slider` alone
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+
+    from .book.widgets import View
 
 State = dict[str, torch.Tensor]
 
@@ -65,6 +69,10 @@ class Measurement:
 
     def plot(self, title: str = "") -> plt.Figure:
         """Loss and error along α, one line per split (train dashed, test solid)."""
+        import matplotlib.pyplot as plt
+
+        from .book.plots import SPLIT_STYLE
+
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.3), constrained_layout=True)
         for ax, metric in zip(axes, ("loss", "error")):
             for (reset, split), c in self.curves.groupby(["bn_reset", "split"], sort=False):
@@ -78,6 +86,8 @@ class Measurement:
 
     def slider(self, view: View, *, live: bool | None = None, title: str = "") -> widgets.Widget:
         """The book's α-slider for this pair (see `lmcnb.book.widgets.alpha_slider`)."""
+        from .book.widgets import alpha_slider
+
         return alpha_slider(self.curves, self.model, self.state_a, self.state_b, view, live=live,
                             title=title)
 
@@ -103,10 +113,18 @@ def measure(a: Checkpoint, b: Checkpoint, data: Data | Mapping[str, Data], *,
     (`True`) or on the data given; both curves are reported.
     `language_model`: also report the relative perplexity instability, and judge stability by it.
     `batch_size`: examples per forward pass; default: the first batch's size (else 1000).
-    Every input is checked before the first α is evaluated.
+    `device`: "auto" (the best this machine has), or one it has ("cpu", "cuda", "mps").
+    Every input is checked before the first α is evaluated: the arguments, both ends (no
+    non-finite parameter or buffer), and every batch (x and y of one length, finite inputs,
+    integer targets, the shapes of batch 0, targets the model's output has logits for).
     """
     alphas = alpha_grid(n_alpha)
+    if batch_size is not None:
+        at_least("batch_size", batch_size, 1)
+    device = pick_device(device)
     net, state_a, state_b = _load_pair(a, b, model, model_class)
+    for name, state in (("a", state_a), ("b", state_b)):
+        _check_finite(name, state)
     if isinstance(data, Mapping):
         if not data:
             raise ValueError("data holds no split")
@@ -114,16 +132,16 @@ def measure(a: Checkpoint, b: Checkpoint, data: Data | Mapping[str, Data], *,
     else:
         named = {"test": data}
     read = {name: _materialize(name, d) for name, d in named.items()}
+    reset_given = (None if isinstance(bn_reset, bool)
+                   else _materialize("bn_reset", bn_reset)[0])
     if batch_size is None:
         batch_size = next((n for _, n in read.values() if n), DEFAULT_BATCH)
-    at_least("batch_size", batch_size, 1)
-    device = pick_device(device)
     net.to(device).eval()
     if logits is not None:
         net.register_forward_hook(lambda module, args, output: logits(output))
     splits = {name: eval_subset(d, "all", batch_size, device) for name, (d, _) in read.items()}
-    reset_data = _reset_data(bn_reset, net, splits, batch_size, device)
-    _check_output(net, splits)
+    reset_data = _reset_data(bn_reset, reset_given, net, splits, batch_size, device)
+    _check_output(net, splits, {name for name, (_, n) in read.items() if n is not None})
     curves, table = pair_tables(net, state_a, state_b, splits, alphas, batch_size=batch_size,
                                 bn_reset_data=reset_data, language_model=language_model,
                                 threshold=threshold, progress=progress)
@@ -149,6 +167,8 @@ def _load_pair(a: Checkpoint, b: Checkpoint, model: nn.Module | None = None,
             raise TypeError("model= is the module to load two state dicts into; "
                             f"a and b are {kind}s")
         if kind == "folder":
+            for name, folder in (("a", a), ("b", b)):
+                _check_folder(name, Path(folder))
             a, b = (_from_pretrained(Path(f), model_class) for f in (a, b))
         if type(a) is not type(b):
             raise ValueError(f"a and b are different architectures: {type(a).__name__} and "
@@ -170,11 +190,22 @@ def _kind(checkpoint: Any) -> str:
     return type(checkpoint).__name__
 
 
+def _check_folder(name: str, folder: Path) -> None:
+    """Refuse a folder that is missing, or that `save_pretrained` did not write (no config)."""
+    if not folder.exists():
+        raise ValueError(f"{name}: the folder {str(folder)!r} is missing (give a folder written "
+                         "by save_pretrained)")
+    if not folder.is_dir():
+        raise ValueError(f"{name}: {str(folder)!r} is a file, not a folder written by "
+                         "save_pretrained")
+    if not (folder / "config.json").is_file():
+        raise ValueError(f"{name}: {str(folder)!r} is not a folder written by save_pretrained "
+                         "(no config.json)")
+
+
 def _from_pretrained(folder: Path, model_class: type | None) -> nn.Module:
     """`model_class.from_pretrained(folder)`, the class named in the folder's config by default."""
     config = folder / "config.json"
-    if not config.is_file():
-        raise ValueError(f"{folder} is not a folder written by save_pretrained (no config.json)")
     if model_class is None:
         import transformers
 
@@ -201,54 +232,93 @@ def _same_tensors(first: Mapping[str, torch.Tensor], second: Mapping[str, torch.
                              f"{tuple(t.shape)} in {name_1}, {other} in {name_2}")
 
 
+def _check_finite(name: str, state: State) -> None:
+    """Refuse an end of the pair with a parameter or buffer that is not finite, naming it."""
+    for key, t in state.items():
+        bad = int((~torch.isfinite(t)).sum()) if t.is_floating_point() else 0
+        if bad:
+            raise ValueError(f"{name}: {key!r} holds {bad} non-finite value(s) (nan or inf): the "
+                             "pair cannot be measured")
+
+
 def _materialize(name: str, data: Data) -> tuple[TensorData, int | None]:
-    """A split as one `TensorData` (its batches concatenated), and its first batch's size."""
+    """A split as one `TensorData` (its batches concatenated, each checked first), and its first
+    batch's size (None for a `TensorData`)."""
     if isinstance(data, TensorData):
-        out, first = data, None
-    else:
-        xs, ys = [], []
-        for batch in data:
-            if not (isinstance(batch, (tuple, list)) and len(batch) == 2
-                    and all(isinstance(t, torch.Tensor) for t in batch)):
-                raise TypeError(f"split {name!r}: a batch must be an (x, y) pair of tensors "
-                                f"(got {type(batch).__name__})")
-            xs.append(batch[0])
-            ys.append(batch[1])
-        if not xs:
-            raise ValueError(f"split {name!r} is empty: its loader gave no batches")
-        out, first = TensorData(torch.cat(xs), torch.cat(ys)), len(ys[0])
+        _check_batch(f"split {name!r}", data.x, data.y)
+        if len(data) == 0:
+            raise ValueError(f"split {name!r} is empty")
+        return data, None
+    xs: list[torch.Tensor] = []
+    ys: list[torch.Tensor] = []
+    for i, batch in enumerate(data):
+        where = f"split {name!r}, batch {i}"
+        if not (isinstance(batch, (tuple, list)) and len(batch) == 2
+                and all(isinstance(t, torch.Tensor) for t in batch)):
+            raise TypeError(f"{where}: a batch must be an (x, y) pair of tensors "
+                            f"(got {type(batch).__name__})")
+        _check_batch(where, *batch, like=(xs[0], ys[0]) if xs else None)
+        xs.append(batch[0])
+        ys.append(batch[1])
+    if not xs:
+        raise ValueError(f"split {name!r} is empty: its loader gave no batches")
+    out = TensorData(torch.cat(xs), torch.cat(ys))
     if len(out) == 0:
         raise ValueError(f"split {name!r} is empty")
-    if out.y.is_floating_point():
-        raise TypeError(f"split {name!r}: targets must be class indices (integers), "
-                        f"not {out.y.dtype}")
-    return out, first
+    return out, len(ys[0])
 
 
-def _reset_data(bn_reset: bool | Data, net: nn.Module, splits: dict[str, TensorData],
-                batch_size: int, device: str) -> TensorData | None:
-    """The examples a BatchNorm reset recomputes the statistics on (None: no reset)."""
+def _check_batch(where: str, x: torch.Tensor, y: torch.Tensor,
+                 like: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+    """Refuse a batch whose inputs and targets do not pair up one to one, whose targets are not
+    class indices, whose inputs are not finite, or (`like`: batch 0) whose examples have other
+    shapes than batch 0's."""
+    if x.dim() == 0 or y.dim() == 0:
+        raise ValueError(f"{where}: x and y must have a first dimension of examples "
+                         f"(x {tuple(x.shape)}, y {tuple(y.shape)})")
+    if len(x) != len(y):
+        raise ValueError(f"{where}: x holds {len(x)} examples and y {len(y)}: inputs and targets "
+                         "must pair up one to one")
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise TypeError(f"{where}: targets must be class indices (integers), not {y.dtype}")
+    if like is not None:
+        for part, t, first in (("x", x, like[0]), ("y", y, like[1])):
+            if t.shape[1:] != first.shape[1:]:
+                raise ValueError(f"{where}: {part} has shape {tuple(t.shape)}, but batch 0's "
+                                 f"examples have shape {tuple(first.shape[1:])}")
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        bad = (~torch.isfinite(x)).reshape(len(x), -1).any(1).nonzero()
+        raise ValueError(f"{where}: x holds non-finite values (nan or inf), first in example "
+                         f"{int(bad[0, 0])}")
+
+
+def _reset_data(bn_reset: bool | Data, given: TensorData | None, net: nn.Module,
+                splits: dict[str, TensorData], batch_size: int, device: str) -> TensorData | None:
+    """The examples a BatchNorm reset recomputes the statistics on (None: no reset); `given`:
+    the data passed as `bn_reset`, read and checked."""
     if bn_reset is False:
         return None
     if not has_batchnorm(net):
         raise ValueError("bn_reset: the model has no BatchNorm layer to reset")
-    if bn_reset is True:
-        if "train" not in splits:
-            raise ValueError("bn_reset=True resets on the 'train' split, and data has none: name "
-                             "one, or pass the reset data as bn_reset=")
-        return splits["train"]
-    return eval_subset(_materialize("bn_reset", bn_reset)[0], "all", batch_size, device)
+    if given is not None:
+        return eval_subset(given, "all", batch_size, device)
+    if "train" not in splits:
+        raise ValueError("bn_reset=True resets on the 'train' split, and data has none: name "
+                         "one, or pass the reset data as bn_reset=")
+    return splits["train"]
 
 
 @torch.inference_mode()
-def _check_output(net: nn.Module, splits: dict[str, TensorData]) -> None:
-    """Refuse a model whose output on two examples of each split is not logits for its targets."""
+def _check_output(net: nn.Module, splits: dict[str, TensorData], batched: set[str]) -> None:
+    """Refuse a model whose output on two examples of each split is not logits for its targets
+    (the first of batch 0 for the splits in `batched`: every batch has batch 0's shapes)."""
     for name, data in splits.items():
+        where = f"split {name!r}" + (", batch 0" if name in batched else "")
         out, y = logits_of(net, data.x[:2]), data.y[:2]
         if not (isinstance(out, torch.Tensor) and out.dim() >= 2
                 and out.flatten(0, -2).shape[0] == y.numel()):
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise ValueError(f"split {name!r}: the model's output ({shape}) is not logits with one "
+            raise ValueError(f"{where}: the model's output ({shape}) is not logits with one "
                              f"row per target (targets {tuple(y.shape)}); pass logits=, a function "
                              "from the output to such logits")
         low, high, classes = int(data.y.min()), int(data.y.max()), out.shape[-1]

@@ -87,3 +87,19 @@ def fails_first(tmp_path):
         return f"{info.value.ename}: {info.value.evalue}"
 
     return run
+
+
+@pytest.fixture
+def refuses(tmp_path, data_dir):
+    """Resolve a chapter's `smoke` config with `parameters` and build its setups; return the
+    error they fail with, after checking that nothing trained."""
+
+    def run(chapter, **parameters) -> str:
+        runs = tmp_path / "runs"
+        given = {"runs_dir": str(runs), "data_dir": str(data_dir), **parameters}
+        with pytest.raises(ValueError) as info:
+            chapter.setups(chapter.Config.resolve(given.pop("profile", "smoke"), **given))
+        assert not (runs / "train").exists(), "training started before the parameters were checked"
+        return str(info.value)
+
+    return run

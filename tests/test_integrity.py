@@ -21,7 +21,6 @@ from lmcnb.chapters import gpt as gpt_chapter
 from lmcnb.core.checkpoint import CheckpointError, load_state
 from lmcnb.core.files import atomic_write_text
 from lmcnb.core.ref import Ref
-from lmcnb.data import text, tokenizers
 from lmcnb.experiments.study import spawn_study
 from lmcnb.models import gpt
 from lmcnb.models import pretrained as pretrained_models
@@ -121,18 +120,17 @@ def test_an_emptied_done_record_is_rewritten_without_training(tmp_path, mnist_se
 
 
 def test_a_damaged_pretrained_folder_is_rebuilt(tmp_path, data_dir, offline):
-    ptb = text.load_text("ptb", "train", data_dir)[:30_000]
-    tok = tokenizers.train_bpe(ptb, 300)
-    cfg = gpt_chapter.lm_train_config(batch_size=8, sim_batch_size=8, max_iters=4, warmup_steps=1,
-                                      lr=3e-3,
-                              min_lr=3e-4)
+    tok = Ref.of("tokenizer", "trained_bpe", corpus="ptb", vocab_size=300, chars=30_000)
+    cfg = gpt_chapter.LMTrain.build(dict(batch_size=8, sim_batch_size=8, max_iters=4,
+                                         warmup_steps=1, lr=3e-3, min_lr=3e-4)).recipe()
+    kw = dict(chars=30_000, data_dir=str(data_dir))
     gpt.GPT_CONFIGS["Integrity"] = gpt.GPTConfig(2, 2, 32, 16, "bpe")
     try:
-        folder = gpt_chapter.pretrain("Integrity", tok, ptb, cfg, tmp_path, dataset="ptb")
+        folder = gpt_chapter.pretrain("Integrity", tok, "ptb", cfg, tmp_path, **kw)
         good = pretrained_models.pretrained_id(str(folder))
         _flip(folder / "model.safetensors")
         assert pretrained_models.pretrained_id(str(folder)) != good
-        assert gpt_chapter.pretrain("Integrity", tok, ptb, cfg, tmp_path, dataset="ptb") == folder
+        assert gpt_chapter.pretrain("Integrity", tok, "ptb", cfg, tmp_path, **kw) == folder
     finally:
         del gpt.GPT_CONFIGS["Integrity"]
     assert pretrained_models.pretrained_id(str(folder)) == good

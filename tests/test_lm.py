@@ -30,6 +30,12 @@ from lmcnb.train.trainer import Trainer
 TINY = gpt.GPTConfig(n_layer=2, n_head=2, n_embd=16, block_size=8, tokenizer="char")
 
 
+def _recipe(**values):
+    """The GPT chapter's recipe of `values` (`lmcnb.chapters.gpt.LMTrain`)."""
+    return gpt_chapter.LMTrain.build(values, "train").recipe()
+
+
+
 @pytest.fixture(scope="module")
 def shakespeare(data_dir):
     return (text.load_text("shakespeare", "train", data_dir),
@@ -123,8 +129,8 @@ def test_token_windows():
 
 
 def _batches(data, data_order_seed: int, n: int) -> list[list[int]]:
-    cfg = gpt_chapter.lm_train_config(batch_size=4, sim_batch_size=8, max_iters=100, warmup_steps=0,
-                              lr=1e-3, min_lr=1e-4)
+    cfg = _recipe(batch_size=4, sim_batch_size=8, max_iters=100, warmup_steps=0, lr=1e-3,
+                  min_lr=1e-4)
     trainer = Trainer(_tiny_model(50), cfg, data, RngStreams(Seeds(data_order=data_order_seed)))
     return [trainer.sampler.next().tolist() for _ in range(n)]
 
@@ -167,8 +173,8 @@ def test_relative_ppl_instability():
 
 def test_lm_spawn_study_reports_perplexity(tmp_path, data_dir):
     tok = Ref.of("tokenizer", "char", corpus="shakespeare")
-    cfg = gpt_chapter.lm_train_config(batch_size=8, sim_batch_size=8, max_iters=12, warmup_steps=2,
-                              lr=3e-3, min_lr=3e-4)
+    cfg = _recipe(batch_size=8, sim_batch_size=8, max_iters=12, warmup_steps=2, lr=3e-3,
+                  min_lr=3e-4)
     config = gpt.hf_config(TINY, len(build(tok, data_dir)))
     setup = gpt_chapter.lm_setup("test", "tiny", config, tok, "shakespeare", cfg, tmp_path,
                                  chars=2000,
@@ -203,19 +209,16 @@ def test_flop_formula_matches_counted_flops():
 
 
 def test_train_config():
-    cfg = gpt_chapter.lm_train_config(batch_size=12, sim_batch_size=48, max_iters=300,
-                                      warmup_steps=30,
-                              lr=1e-3, min_lr=1e-4)
+    cfg = _recipe(batch_size=12, sim_batch_size=48, max_iters=300, warmup_steps=30, lr=1e-3,
+                  min_lr=1e-4)
     assert cfg.accum_steps == 4 and cfg.betas == (0.9, 0.95)
     assert cfg.optimizer == "adam" and cfg.weight_decay == 0.0  # the source's Adam, no decay
     assert cfg.schedule == "cosine" and cfg.grad_clip == 1.0 and cfg.max_steps == 300
-    with pytest.raises(ValueError, match="multiple of batch_size"):
-        gpt_chapter.lm_train_config(batch_size=12, sim_batch_size=20, max_iters=3, warmup_steps=0,
-                                    lr=1,
-                            min_lr=0)
-    with pytest.raises(ValueError, match="must equal max_iters"):
-        gpt_chapter.lm_train_config(batch_size=1, sim_batch_size=1, max_iters=3, max_steps=5,
-                            warmup_steps=0, lr=1, min_lr=0)
+    with pytest.raises(ValueError, match="must be a multiple of train.batch_size"):
+        _recipe(batch_size=12, sim_batch_size=20, max_iters=3, warmup_steps=0, lr=1, min_lr=0)
+    with pytest.raises(ValueError, match="must equal train.max_iters"):
+        _recipe(batch_size=1, sim_batch_size=1, max_iters=3, max_steps=5, warmup_steps=0, lr=1,
+                min_lr=0)
 
 
 # -- pretrained checkpoints --------------------------------------------------------------------
@@ -241,16 +244,15 @@ def test_save_and_load_pretrained_directory(tmp_path, shakespeare, offline):
 
 
 def test_pretrain_then_fine_tune_from_the_directory(tmp_path, data_dir, offline):
-    ptb = text.load_text("ptb", "train", data_dir)[:60_000]
-    tok = tokenizers.train_bpe(ptb, 300)
-    cfg = gpt_chapter.lm_train_config(batch_size=8, sim_batch_size=8, max_iters=6, warmup_steps=1,
-                              lr=3e-3, min_lr=3e-4)
+    tok = Ref.of("tokenizer", "trained_bpe", corpus="ptb", vocab_size=300, chars=60_000)
+    kw = dict(chars=60_000, data_dir=str(data_dir))
+    cfg = _recipe(batch_size=8, sim_batch_size=8, max_iters=6, warmup_steps=1, lr=3e-3, min_lr=3e-4)
     shape = dataclasses.replace(TINY, tokenizer="bpe")
     gpt.GPT_CONFIGS["Test"] = shape
     try:
-        folder = gpt_chapter.pretrain("Test", tok, ptb, cfg, tmp_path, dataset="ptb")
+        folder = gpt_chapter.pretrain("Test", tok, "ptb", cfg, tmp_path, **kw)
         stamp = (folder / "model.safetensors").stat().st_mtime_ns
-        assert gpt_chapter.pretrain("Test", tok, ptb, cfg, tmp_path, dataset="ptb") == folder
+        assert gpt_chapter.pretrain("Test", tok, "ptb", cfg, tmp_path, **kw) == folder
         assert (folder / "model.safetensors").stat().st_mtime_ns == stamp  # reused, not retrained
     finally:
         del gpt.GPT_CONFIGS["Test"]

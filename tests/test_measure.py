@@ -1,6 +1,10 @@
 """`lmcnb.measure`: a user's pair gives the chapters' numbers; bad input fails before evaluation."""
 from __future__ import annotations
 
+import math
+import subprocess
+import sys
+
 import ipywidgets as widgets
 import numpy as np
 import pandas as pd
@@ -176,7 +180,43 @@ def empty_loader() -> DataLoader:
     (lambda d: (lenet(0), lenet(1), [{"x": d.x, "y": d.y}]), "an (x, y) pair of tensors"),
     (lambda d: (lenet(0), lenet(1), TensorData(d.x, d.y + 10)), "targets run from 10 to 19"),
     (lambda d: (lenet(0), lenet(1), d, {"bn_reset": True}), "no BatchNorm layer"),
-    (lambda d: ("nowhere", "nowhere", d), "not a folder written by save_pretrained"),
+    (lambda d: ("nowhere", "nowhere", d), "a: the folder 'nowhere' is missing"),
+    # Both ends are checked, parameters and buffers: a nan weight, an inf running variance.
+    (lambda d: (lenet(0), with_value(lenet(1), "features.0.weight", math.nan), d),
+     "b: 'features.0.weight' holds 1 non-finite value(s)"),
+    (lambda d: (with_value(bn_net(0), "1.running_var", math.inf), bn_net(1), d),
+     "a: '1.running_var' holds 1 non-finite value(s)"),
+    # Every batch: its inputs finite (split and batch named, the example within the batch) ...
+    (lambda d: (lenet(0), lenet(1), loader(TensorData(with_nan(d.x, 70), d.y), 64)),
+     "split 'test', batch 1: x holds non-finite values (nan or inf), first in example 6"),
+    (lambda d: (lenet(0), lenet(1), TensorData(with_nan(d.x, 5), d.y)),
+     "split 'test': x holds non-finite values (nan or inf), first in example 5"),
+    # ... x and y of one length (a shorter y is not paired with the first x's) ...
+    (lambda d: (lenet(0), lenet(1), [(d.x[:32], d.y[:16]), (d.x[32:48], d.y[32:48])]),
+     "split 'test', batch 0: x holds 32 examples and y 16"),
+    (lambda d: (lenet(0), lenet(1), [(d.x[:16], d.y[:10])]),
+     "split 'test', batch 0: x holds 16 examples and y 10"),
+    (lambda d: (lenet(0), lenet(1), TensorData(d.x[:48], d.y[:32])),
+     "split 'test': x holds 48 examples and y 32"),
+    # ... the shapes of batch 0, integer targets, targets the model has logits for.
+    (lambda d: (lenet(0), lenet(1), [(d.x[:16], d.y[:16]), (d.x[16:32, :, :14], d.y[16:32])]),
+     "split 'test', batch 1: x has shape (16, 1, 14, 28), but batch 0's examples have shape "
+     "(1, 28, 28)"),
+    (lambda d: (lenet(0), lenet(1), {"train": [(d.x[:16], d.y[:16]),
+                                               (d.x[16:32], d.y[16:32, None])]}),
+     "split 'train', batch 1: y has shape (16, 1), but batch 0's examples have shape ()"),
+    (lambda d: (lenet(0), lenet(1), [(d.x[:16], d.y[:16]), (d.x[16:32], d.y[16:32].float())]),
+     "split 'test', batch 1: targets must be class indices (integers), not torch.float32"),
+    (lambda d: (lenet(0), lenet(1), [(d.x[:16], d.y[:16, None].repeat(1, 2))]),
+     "split 'test', batch 0: the model's output ((2, 10)) is not logits with one row per target"),
+    (lambda d: (lenet(0), lenet(1), d, {"bn_reset": [(d.x[:8], d.y[:4])]}),
+     "split 'bn_reset', batch 0: x holds 8 examples and y 4"),
+    # The other arguments, before a folder is looked at.
+    (lambda d: ("nowhere", "nowhere", d, {"batch_size": 0}), "batch_size must be an integer >= 1"),
+    (lambda d: ("nowhere", "nowhere", d, {"n_alpha": 2.5}), "n_alpha must be an integer >= 2"),
+    (lambda d: ("nowhere", "nowhere", d, {"device": "cuda:99"}), "device 'cuda:99'"),
+    (lambda d: ("nowhere", "nowhere", d, {"device": "tpu"}),
+     "unknown device 'tpu'; valid: 'cpu', 'cuda', 'mps'"),
 ])
 def test_bad_input_fails_before_any_evaluation(small, monkeypatch, case, expected):
     evaluated = []
@@ -186,3 +226,75 @@ def test_bad_input_fails_before_any_evaluation(small, monkeypatch, case, expecte
         M.measure(a, b, data, **(kwargs[0] if kwargs else {}))
     assert expected in str(info.value)
     assert not evaluated
+
+
+def with_value(net: nn.Module, name: str, value: float) -> nn.Module:
+    """`net` with the first entry of its tensor `name` set to `value`."""
+    net.state_dict()[name].view(-1)[0] = value
+    return net
+
+
+def with_nan(x: torch.Tensor, example: int) -> torch.Tensor:
+    x = x.clone()
+    x[example].view(-1)[100] = math.nan
+    return x
+
+
+def test_a_missing_folder_is_reported_missing_and_a_foreign_one_as_not_save_pretrained(tmp_path,
+                                                                                      small):
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "file").write_text("")
+    for a, expected in ((tmp_path / "gone", f"a: the folder '{tmp_path / 'gone'}' is missing "
+                         "(give a folder written by save_pretrained)"),
+                        (tmp_path / "file", f"a: '{tmp_path / 'file'}' is a file, not a folder "
+                         "written by save_pretrained"),
+                        (tmp_path / "weights", f"a: '{tmp_path / 'weights'}' is not a folder "
+                         "written by save_pretrained (no config.json)")):
+        with pytest.raises(ValueError) as info:
+            M.measure(a, tmp_path / "weights", small["test"], progress=False)
+        assert str(info.value) == expected
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match="^b: the folder .* is missing"):  # before a is loaded
+        M.measure(tmp_path / "model", tmp_path / "gone", small["test"], progress=False)
+
+
+class Reciprocal(nn.Module):
+    """Logits (W x) / s: finite at both ends (s = 1 and s = −1), infinite halfway (s = 0)."""
+
+    def __init__(self, s: float):
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = nn.Linear(28 * 28, 10)
+        self.s = nn.Parameter(torch.tensor(s))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x.flatten(1)) / self.s
+
+
+@pytest.mark.parametrize("language_model", [False, True])
+def test_a_loss_that_is_not_finite_inside_the_path_is_an_infinite_barrier(small,
+                                                                           language_model):
+    m = M.measure(Reciprocal(1.0), Reciprocal(-1.0), small, n_alpha=5,
+                  language_model=language_model, progress=False)
+    halfway = m.curves[m.curves.alpha == 0.5]
+    assert halfway.loss.isna().all() and halfway.error.isna().all()  # not measured: not reported
+    assert np.isfinite(m.curves[m.curves.alpha != 0.5][["loss", "error"]]).all(axis=None)
+    for row in m.barriers.itertuples():
+        assert row.nonfinite_alpha == 0.5 and not row.stable
+        assert row.alpha_star_loss == row.alpha_star_error == row.alpha_star == 0.5
+        for name in ("loss_barrier", "error_barrier", "instability_loss", "instability_error",
+                     "midpoint_loss", "midpoint_error"):
+            assert getattr(row, name) == math.inf, name
+    if language_model:
+        assert (m.barriers.relative_ppl_instability == math.inf).all()
+    # A finite path names no α.
+    assert M.measure(lenet(0), lenet(1), small, n_alpha=3,
+                     progress=False).barriers.nonfinite_alpha.isna().all()
+
+
+def test_importing_measure_loads_no_plotting_widgets_or_transformers():
+    code = ("import sys, lmcnb.measure; print(sorted(m for m in ('ipywidgets', 'matplotlib', "
+            "'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

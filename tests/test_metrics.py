@@ -112,6 +112,28 @@ def test_barriers_dict_for_a_classifier():
     assert out_series["loss_barrier"] == pytest.approx(0.3)
 
 
+def test_a_point_that_is_not_finite_makes_what_reads_it_infinite_and_the_pair_unstable():
+    """One nan loss at α = 0.25 (its error, from the same non-finite output, looks fine): every
+    quantity over the whole path is +inf, the midpoint (α = 0, ½, 1) stays measured."""
+    loss = [1.0, math.nan, 1.6, 2.0, 3.0]
+    out = barriers(ALPHAS, loss, ERROR)
+    for key in ("loss_barrier", "error_barrier", "instability_loss", "instability_error"):
+        assert out[key] == math.inf, key
+    assert out["alpha_star_loss"] == out["alpha_star_error"] == out["alpha_star"] == 0.25
+    assert out["nonfinite_alpha"] == 0.25 and out["stable"] is False
+    assert out["midpoint_loss"] == pytest.approx(1.6 - 2.0)
+    assert out["midpoint_error"] == pytest.approx(0.25 - 0.2)
+    # At an end, inf included: everything reads the ends, nothing is stable, not even an LM.
+    for bad in (math.inf, math.nan):
+        out = barriers(ALPHAS, [1.0, 1.8, 1.6, 2.0, bad], ERROR, language_model=True)
+        assert out["nonfinite_alpha"] == 1.0 and out["alpha_star_loss"] == 1.0
+        assert out["relative_ppl_instability"] == out["midpoint_loss"] == math.inf
+        assert out["midpoint_error"] == math.inf and out["stable"] is False
+    # A finite curve names no α; a flat one is stable.
+    assert math.isnan(barriers(ALPHAS, LOSS, ERROR)["nonfinite_alpha"])
+    assert barriers([0.0, 0.5, 1.0], [0.5, 0.5, 0.5], [0.1, 0.1, 0.1])["stable"] is True
+
+
 def test_stable_flag_threshold_for_classifier():
     alphas = [0.0, 0.5, 1.0]
     loss = [0.5, 0.6, 0.5]

@@ -2,7 +2,9 @@
 schedule and score update against hand computations, exact final density, Q/K/V selected, masked
 weights exactly zero under AdamW, bit-identical resumption (of a trainer and of a killed Run),
 random masks, masked interpolation; hooks as registry refs and masks as files named by their
-content, masked children of a dense trunk in a study, the kept-fraction picture's table."""
+content, masked children of a dense trunk in a study, the kept-fraction picture's table; on a
+re-run, damaged masks (PLATON's, the random control) re-made as a fresh folder makes them and a
+damaged training log refused, naming it."""
 import itertools
 import json
 import pickle
@@ -23,7 +25,7 @@ from lmcnb.core.rng import RngStreams, Seeds
 from lmcnb.data.augment import vit_augment
 from lmcnb.data.tensors import TensorData
 from lmcnb.experiments.catalog import build, check
-from lmcnb.experiments.pruning import hook_mask
+from lmcnb.experiments.pruning import hook_mask, mask_of, random_like
 from lmcnb.experiments.runs import Run, RunSpec, hook_identity
 from lmcnb.experiments.study import children, spawn_study
 from lmcnb.lmc.interpolate import Interpolator, interpolate_state
@@ -494,3 +496,129 @@ def test_kept_fraction_per_layer_and_matrix_type():
     assert table.loc[1, "Q"] == 1.0 and table.loc[0, "Q"] == 0.0
     assert table.loc[0, "MLP out"] == pytest.approx((16 * 32 // 4 + 16 // 4) / (16 * 32 + 16))
     assert table.drop(columns=["Q", "MLP out"]).to_numpy().sum() == 0
+
+
+# -- a re-run verifies every file it reads, and re-makes the ones it can -------------------------
+@pytest.fixture(scope="module")
+def pruned_run_folder(tmp_path_factory) -> Path:
+    """The root of a finished PLATON run of the toy ViT, trained once: tests copy it."""
+    root = tmp_path_factory.mktemp("pruned")
+    _toy_run(root, (_platon_ref(),)).ensure_trained()
+    return root
+
+
+def _copy_of(pruned_run_folder: Path, root: Path) -> Run:
+    shutil.copytree(pruned_run_folder, root)
+    return _toy_run(root, (_platon_ref(),))
+
+
+def _damage(path: Path, how: str) -> bytes:
+    """Flip a bit of the last tensor byte ("bits": fails the checksum), cut the file short, or
+    write another mask under this one's name ("other")."""
+    data = bytearray(path.read_bytes())
+    if how == "bits":
+        data[-1] ^= 1
+        path.write_bytes(bytes(data))
+    elif how == "truncated":
+        path.write_bytes(bytes(data[: len(data) // 2]))
+    else:
+        other = {n: ~m for n, m in load_state(path)["mask"].items()}
+        save_state(path, {"mask": other}, identity=json.loads(_header(path)["identity"]))
+    return path.read_bytes()
+
+
+def _header(path: Path) -> dict:
+    data = path.read_bytes()
+    return json.loads(data[8:8 + int.from_bytes(data[:8], "little")])["__metadata__"]
+
+
+def _same_file(a: Path, b: Path) -> None:
+    """The same safetensors bytes: header (as data: safetensors writes its metadata keys in any
+    order) and every tensor byte."""
+    da, db = a.read_bytes(), b.read_bytes()
+    na, nb = (int.from_bytes(d[:8], "little") for d in (da, db))
+    assert json.loads(da[8:8 + na]) == json.loads(db[8:8 + nb]) and da[8 + na:] == db[8 + nb:]
+
+
+def _events(run: Run) -> list[dict]:
+    return [json.loads(line) for line in (run.dir / "events.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("how", ["bits", "truncated", "other"])
+def test_a_damaged_platon_mask_is_moved_aside_and_remade_as_a_fresh_folder_makes_it(
+        tmp_path, pruned_run_folder, capsys, how):
+    run = _copy_of(pruned_run_folder, tmp_path / "runs")
+    ref = mask_of(run)
+    path = Path(ref.kwargs()["path"])
+    damaged = _damage(path, how)
+    with pytest.raises(CheckpointError, match=str(path)):
+        build(ref)  # a trainer building the hook verifies the file
+    before = _events(run)
+    capsys.readouterr()
+    assert mask_of(run) == ref
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 and out[0].startswith(f"re-made {path}: the file ")
+    assert out[0].endswith(f"(kept as {path.stem}.damaged)")
+    assert path.with_suffix(".damaged").read_bytes() == damaged
+    fresh = _copy_of(pruned_run_folder, tmp_path / "fresh")
+    _same_file(path, Path(mask_of(fresh).kwargs()["path"]))
+    new = _events(run)[len(before):]  # nothing trained: one event, the mask's
+    assert [(e["event"], e["file"]) for e in new] == [("remade", path.name)]
+    remade = hook_mask(mask_of(fresh))
+    assert all(torch.equal(m, remade[n]) for n, m in build(ref).mask.items())  # the hook builds
+    capsys.readouterr()
+    mask_of(run)  # a verified file: nothing to say, nothing written
+    assert capsys.readouterr().out == "" and len(_events(run)) == len(before) + 1
+
+
+@pytest.mark.parametrize("how", ["bits", "other"])
+def test_a_damaged_random_control_is_verified_on_a_rerun_and_remade_the_same_draw(
+        tmp_path, pruned_run_folder, capsys, how):
+    run = _copy_of(pruned_run_folder, tmp_path / "runs")
+    control = random_like(mask_of(run), seed=3)
+    path = Path(control.kwargs()["path"])
+    _damage(path, how)
+    capsys.readouterr()
+    assert random_like(mask_of(run), seed=3) == control
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 and out[0].startswith(f"re-made {path}: ")
+    fresh = _copy_of(pruned_run_folder, tmp_path / "fresh")
+    _same_file(path, Path(random_like(mask_of(fresh), seed=3).kwargs()["path"]))
+    assert _events(run)[-1]["event"] == "remade" and path.with_suffix(".damaged").exists()
+    assert all(torch.equal(m, hook_mask(control)[n]) for n, m in build(control).mask.items())
+
+
+def test_a_damaged_final_checkpoint_is_remade_before_its_mask_is_read(tmp_path,
+                                                                       pruned_run_folder):
+    run = _copy_of(pruned_run_folder, tmp_path / "runs")
+    final = run.ckpt_path(run.final_step())
+    _damage(final, "bits")
+    ref = mask_of(run)
+    fresh = _copy_of(pruned_run_folder, tmp_path / "fresh")
+    assert ref.kwargs()["digest"] == mask_of(fresh).kwargs()["digest"]
+    assert final.with_suffix(".damaged").exists()
+    assert [e["event"] for e in _events(run)][-2:] == ["damaged", "init"]  # re-made by training
+
+
+def test_a_training_log_that_is_missing_or_fails_its_digest_is_an_error_naming_it(
+        tmp_path, pruned_run_folder):
+    run = _copy_of(pruned_run_folder, tmp_path / "runs")
+    log, digest = run.dir / "log.csv", run.dir / "log.csv.sha256"
+    assert list(prune.training_log(run).columns[:2]) == ["step", "train_loss"]  # as written
+    steps, events = run.saved_steps(), _events(run)
+
+    def refused(problem: str) -> None:
+        with pytest.raises(RuntimeError) as info:
+            prune.plot_training_loss({"PLATON": run})
+        assert str(info.value) == (
+            f"the training log {log} {problem}: it cannot be re-made without training the run "
+            f"again; to do so, delete the run folder {run.dir} and run this again")
+
+    log.write_text(log.read_text() + "a stray line\n")  # pandas: "No numeric types to aggregate"
+    with pytest.warns(UserWarning, match="does not match its digest"):  # read_table's notice
+        refused("does not match its digest (damaged or edited)")
+    digest.unlink()
+    refused("has no digest beside it (log.csv.sha256)")
+    log.unlink()
+    refused("is missing")
+    assert run.saved_steps() == steps and _events(run) == events  # nothing trained

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -29,25 +28,31 @@ NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "ptb_transform
 
 
 # -- the recipe --------------------------------------------------------------------------------
+def _recipe(**values) -> TrainConfig:
+    return ptb.Recipe.build(values, "train").recipe()
+
+
 def test_seed_recipe_decays_lr_by_gamma_every_epoch():
-    cfg = ptb.seed_recipe(epochs=3)
+    cfg = _recipe(epochs=3)
     assert (cfg.optimizer, cfg.momentum, cfg.grad_clip, cfg.batch_size) == ("sgd", 0.0, 0.5, 1)
     total = parse_steps(cfg.max_steps, 10)
     assert total == 30
     lrs = [lr_at(cfg, step, total, 10) for step in range(total)]
     assert lrs == [2.5] * 10 + [2.5 * 0.95] * 10 + [2.5 * 0.95**2] * 10
-    half = ptb.seed_recipe(epochs=2.5, lr=1.0, gamma=0.5)
+    half = _recipe(epochs=2.5, lr=1.0, gamma=0.5)
     assert [lr_at(half, s, 25, 10) for s in (9, 10, 20, 24)] == [1.0, 0.5, 0.25, 0.25]
 
 
 @pytest.mark.parametrize(("bad", "message"), [
-    ({"epochs": 0}, "epochs must be a number > 0"), ({"epochs": 1, "lr": -1}, "lr must be"),
-    ({"epochs": 1, "gamma": 1.5}, r"gamma must be a number in \(0, 1\]"),
-    ({"epochs": 1, "grad_clip": 0}, "grad_clip must be a number > 0 or None"),
+    ({"epochs": 0}, r"train.epochs must be a number > 0 \(got 0\)"),
+    ({"epochs": 1, "lr": -1}, "train.lr must be a number > 0"),
+    ({"epochs": 1, "gamma": 1.5}, r"train.gamma must be a number > 0 and <= 1 \(got 1.5\)"),
+    ({"epochs": 1, "grad_clip": 0}, "train.grad_clip must be a number > 0 or None"),
+    ({"epochs": "3"}, r"train.epochs must be a number > 0 \(got '3'\)"),
 ])
 def test_seed_recipe_refuses_bad_values(bad, message):
     with pytest.raises(ValueError, match=message):
-        ptb.seed_recipe(**bad)
+        _recipe(**bad)
 
 
 # -- the best-validation endpoint --------------------------------------------------------------
@@ -98,16 +103,16 @@ def test_best_val_needs_validation_data_and_a_known_endpoint(tmp_path):
 
 
 # -- the noise ablation ------------------------------------------------------------------------
-def _params(tmp_path: Path, data_dir: Path, **overrides) -> SimpleNamespace:
+def _params(tmp_path: Path, data_dir: Path, **overrides) -> ptb.Config:
     """Chapter parameters of a tiny study on the real PTB files."""
-    values = dict(data_dir=str(data_dir), runs_dir=tmp_path / "runs", device="cpu",
+    values = dict(data_dir=str(data_dir), runs_dir=str(tmp_path / "runs"), device="cpu",
                   model={"d_model": 16, "n_head": 2, "d_ff": 16, "n_layer": 1, "dropout": 0.2},
                   eos=True, batch_size=4, eval_streams=4, bptt=8,
                   train={"epochs": 1, "lr": 2.5, "gamma": 0.95, "grad_clip": 0.5},
                   train_chunks=6, valid_chunks=2, endpoint="final", spawn_steps=[0, 2],
                   n_inits=1, n_alpha=11, eval_iters=1, eval_tokens=64,
                   noise=["data_order", "dropout", "both"], noise_steps=[0, 2], seed=0)
-    return SimpleNamespace(**{**values, **overrides})
+    return ptb.Config.build({**values, **overrides})
 
 
 class _RecordingDropout(nn.Dropout):
@@ -151,7 +156,7 @@ def _drawn(setup, k: int) -> list[dict[str, list[torch.Tensor]]]:
 
 @pytest.mark.parametrize("k", [0, 2])
 def test_noise_ablation_children_differ_only_in_the_named_streams(tmp_path, data_dir, k):
-    base = ptb.setup(_params(tmp_path, data_dir))
+    base = ptb.setups(_params(tmp_path, data_dir))["transformer_lm"]
     for source, (x_differ, masks_differ) in {"data_order": (True, False),
                                              "dropout": (False, True),
                                              "both": (True, True)}.items():
@@ -172,7 +177,7 @@ def test_noise_ablation_table_takes_both_from_the_study(tmp_path, data_dir):
     from lmcnb.experiments.study import spawn_study
 
     p = _params(tmp_path, data_dir, noise_steps=[2])
-    s = ptb.setup(p)
+    s = ptb.setups(p)["transformer_lm"]
     main = spawn_study(s, p.spawn_steps, n_inits=1)
     table = ptb.noise_ablation(s, main, p.noise_steps, p.noise, p.n_inits)
     assert sorted(table.noise.unique()) == ["both", "data_order", "dropout"]
@@ -181,28 +186,32 @@ def test_noise_ablation_table_takes_both_from_the_study(tmp_path, data_dir):
     expected = main.barriers[main.barriers.spawn_step == 2].reset_index(drop=True)
     pd.testing.assert_frame_equal(both, expected)
     assert list(ptb.noise_table(table).columns) == ["k", "split", "noise", "n", "R", "verdict"]
-    claims = ptb.claims(s, main, table, p)
+    measured = {"setup": s, "spawn": main, "ablation": table}
+    claims = ptb.claims(p, measured)
     assert [c.quantity for c in claims][:2] == ["R at k = 0, train", "R at k = 0, test"]
     assert claims[1].measured == main.barriers[(main.barriers.spawn_step == 0)
                                                & (main.barriers.split == "test")
                                                ].relative_ppl_instability.iloc[0]
     assert claims[5].outcome() == "not measured"  # dropout only at k = 0: not in this ablation
-    values = ptb.summary(s, main, table)
+    values = ptb.summary(p, measured)
     assert values["noise_dropout_first_test"].endswith("%")  # k = 2, the only ablation step
     assert values["noise_data_order_later_test"] == "not measured"
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
     ({"noise": ["data_order", "weights"]},
-     "unknown noise source 'weights'; valid: 'data_order', 'dropout', 'both'"),
+     r"noise\[1\] must be 'data_order' or 'dropout' or 'both' \(got 'weights'\)"),
     ({"bptt": 0}, "bptt must be an integer >= 1"),
     ({"n_alpha": 30}, "n_alpha must be 11, 21, 31"),
     ({"noise_steps": [1]}, r"noise_steps \[1\] are not among the spawn steps \[0, 2\]"),
-    ({"model": {"d_model": 15, "n_head": 2}}, r"d_model \(15\) must be a multiple of n_head"),
+    ({"model": {"d_model": 15, "n_head": 2, "d_ff": 16, "n_layer": 1, "dropout": 0.2}},
+     r"model.d_model \(15\) must be a multiple of model.n_head"),
+    ({"train_chunks": 100_000}, r"train_chunks=100000: the train split holds \d+ chunks .*at most"),
+    ({"endpoint": "best"}, "endpoint must be 'final' or 'best_val'"),
 ])
 def test_setup_refuses_bad_parameters_before_training(tmp_path, data_dir, overrides, message):
     with pytest.raises(ValueError, match=message):
-        ptb.setup(_params(tmp_path, data_dir, **overrides))
+        ptb.setups(_params(tmp_path, data_dir, **overrides))
     assert not (tmp_path / "runs" / "train").exists()
 
 
@@ -273,11 +282,6 @@ def test_next_word_view_marks_wrong_predictions():
 
 # -- the notebook ------------------------------------------------------------------------------
 @pytest.mark.parametrize(("parameters", "expected"), [
-    ({"noise": ["data_order", "weights"]},
-     ["unknown noise source 'weights'", "'data_order', 'dropout', 'both'"]),
-    ({"bptt": 0}, ["bptt must be an integer >= 1"]),
-    ({"endpoint": "best"}, ["unknown endpoint 'best'", "'final', 'best_val'"]),
-    ({"n_alpha": 30}, ["n_alpha must be 11, 21, 31"]),
     ({"train": {"epoch": 2}}, ["unknown key(s) ['epoch'] in train", "epochs"]),
     ({"n_init": 3}, ["unknown parameter(s) ['n_init']", "n_inits"]),
 ])

@@ -2,6 +2,7 @@
 named shapes, a self-pretrained checkpoint loaded back with a new head, offline fail-fast, the
 batched augmentation against v2's ops image by image, images and inputs resized for a ViT,
 pretraining checkpoints published from step 0 and the fine-tuning setups that load them."""
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -195,24 +196,28 @@ def test_pretraining_publishes_checkpoints_from_step_0_that_fine_tuning_loads(tm
     step 0 the initialization; each loads with a new 10-class head; a damaged folder is rebuilt;
     fine-tuning setups from two checkpoints are different runs."""
     train = TrainConfig(batch_size=16, max_steps=4, optimizer="adamw", lr=1e-3, augment=True)
+    images = vit_chapter.Images.build(dict(size=8, normalize="dataset", crop_scale=0.75,
+                                           jitter=[0.2, 0.2, 0.2, 0.05]))
     folders = vit_chapter.pretrain("ToyViT", train, tmp_path, [0, 2, "4it"], size=8,
-                           data_dir=str(data_dir))
+                                   images=images, data_dir=str(data_dir))
     assert sorted(folders) == [0, 2, 4]
     states = {k: {n: t.clone() for n, t in vit.load_pretrained(f, 20).state_dict().items()}
               for k, f in folders.items()}  # copies: the loaded tensors map the files
     assert not torch.equal(states[0]["vit.layernorm.weight"], states[4]["vit.layernorm.weight"])
     assert torch.equal(states[0]["vit.layernorm.weight"], torch.ones(16))  # untrained
     (Path(folders[2]) / "model.safetensors").write_bytes(b"damaged")
-    again = vit_chapter.pretrain("ToyViT", train, tmp_path, [0, 2, 4], size=8,
+    again = vit_chapter.pretrain("ToyViT", train, tmp_path, [0, 2, 4], size=8, images=images,
                                  data_dir=str(data_dir))
     assert again == folders
     assert torch.equal(vit.load_pretrained(again[2], 20).state_dict()["classifier.weight"],
                        states[2]["classifier.weight"])
     setups = {k: vit_chapter.vit_setup("unit", "toy", train, tmp_path, pretrained=folders[k],
-                               size=8, data_dir=str(data_dir)) for k in (0, 4)}
+                                       images=images, data_dir=str(data_dir)) for k in (0, 4)}
     assert setups[0].trunk(0).spec.run_id != setups[4].trunk(0).spec.run_id
-    jitter = vit_chapter.vit_setup("unit", "toy", train, tmp_path, pretrained=folders[4], size=8,
-                           data_dir=str(data_dir), augment={"jitter": (0.4, 0.2, 0.2, 0.0)})
+    jitter = vit_chapter.vit_setup("unit", "toy", train, tmp_path, pretrained=folders[4],
+                                   images=replace(images, jitter=[0.4, 0.2, 0.2, 0.0]),
+                                   data_dir=str(data_dir))
     assert jitter.trunk(0).spec.run_id != setups[4].trunk(0).spec.run_id
     with pytest.raises(ValueError, match="not both"):
-        vit_chapter.vit_setup("unit", "toy", train, tmp_path, shape="ToyViT", pretrained=folders[4])
+        vit_chapter.vit_setup("unit", "toy", train, tmp_path, images=images, shape="ToyViT",
+                              pretrained=folders[4])

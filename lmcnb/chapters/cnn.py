@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import pandas as pd
 import torch
 
+from ..book.params import ChapterConfig, Section, Steps, param
 from ..book.report import Claim, accuracy, at_step, k_star_text, pct, verdict
-from ..core.checks import at_least, batches_or_all
 from ..core.ref import Ref
-from ..core.steps import step_list
 from ..data.tensors import TensorData
 from ..data.vision import load_vision, require_vision
 from ..experiments.catalog import build
@@ -29,8 +29,78 @@ RECIPES = {
 }
 
 
+# The chapter's profiles: `paper` is the study's recipe (for a GPU), `book` the published run on
+# two CPU cores, `smoke` a check that everything runs.
+PROFILES = {
+    "paper": dict(model="all", n_children=2, n_inits=3, n_alpha=25, eval_iters="all",
+                  eval_batch=1000, holdout=0.1, seed=0, bn_reset=True,
+                  spawn_steps=[0, 25, 100, 500, "1ep", "3ep"], k1_steps=[0, 100, "1ep"],
+                  k2_steps=[100, "1ep"],
+                  train={m: dict(batch_size=r["batch_size"], max_steps=f"{r['epochs']}ep",
+                                 patience=3) for m, r in RECIPES.items()}),
+    "book": dict(model="all", n_children=2, n_inits={"lenet5": 3, "reduced_vgg": 2, "alexnet": 2},
+                 n_alpha=11, eval_iters={"lenet5": 3, "reduced_vgg": 2, "alexnet": 1},
+                 eval_batch=1000, holdout=0.1, seed=0, bn_reset=True,
+                 spawn_steps={"lenet5": [0, 20, 100], "reduced_vgg": [0, 75], "alexnet": [0, 150]},
+                 k1_steps={"lenet5": [0, 30, 100]}, k2_steps={"lenet5": [30, 150]},
+                 train={"lenet5": dict(batch_size=128, max_steps=300),  # 0.6 epochs
+                        "reduced_vgg": dict(batch_size=64, max_steps=300),  # 0.4 epochs
+                        "alexnet": dict(batch_size=32, max_steps=600)}),  # 1.9 epochs
+    "smoke": dict(model="all", n_children=2, n_inits=1, n_alpha=5, eval_iters=1, eval_batch=100,
+                  holdout=0.1, seed=0, bn_reset=True, spawn_steps=[0, 4],
+                  k1_steps={"lenet5": [0, 4]}, k2_steps={"lenet5": [4]},
+                  train={"lenet5": dict(batch_size=64, max_steps=12),
+                         "reduced_vgg": dict(batch_size=16, max_steps=8),
+                         "alexnet": dict(batch_size=8, max_steps=8)}),
+}
+
 # The source's reported test accuracies of its fully trained networks.
 SOURCE_ACCURACY = {"lenet5": 0.9818, "reduced_vgg": 0.7136, "alexnet": 0.4064}
+
+
+StepLists = list[Steps] | dict[str, list[Steps]]  # one list for every model, or one per model
+
+
+@dataclass(frozen=True, kw_only=True)
+class Train(Section):
+    """One network's training length and batch (the rest of its recipe is `RECIPES`')."""
+
+    batch_size: int = param("images per optimizer step", min=1)
+    max_steps: Steps = param("length of training (steps, '500it' or '2ep')", min=1)
+    patience: int | None = param("early stopping: evaluations without improvement on the "
+                                 "validation split (None: no early stopping)", default=None, min=1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config(ChapterConfig):
+    """The CNN chapter's parameters."""
+
+    model: Literal["lenet5", "reduced_vgg", "alexnet", "all"] = param("the network, or all")
+    train: dict[str, Train] = param("per network: batch size, length, early stopping",
+                                    keys=tuple(RECIPES))
+    spawn_steps: StepLists = param("spawn steps k (a list, or a dict per network)",
+                                   keys=tuple(RECIPES))
+    k1_steps: StepLists = param("main-branch grid: spawn steps on the main branch",
+                             keys=tuple(RECIPES))
+    k2_steps: StepLists = param("main-branch grid: steps each child trains", keys=tuple(RECIPES))
+    n_children: int = param("children per spawn step; every pair is compared", min=2)
+    n_inits: int | dict[str, int] = param("independent initializations (replicates)", min=1,
+                                          keys=tuple(RECIPES))
+    n_alpha: int = param("points on the α grid, both ends included", min=2)
+    eval_iters: int | Literal["all"] | dict[str, int | Literal["all"]] = param(
+        "'all', or a number of evaluation batches per split", min=1, keys=tuple(RECIPES))
+    eval_batch: int = param("images per evaluation batch", min=1)
+    holdout: float = param("fraction of the training split kept out for validation", gt=0, lt=1)
+    seed: int = param("the base seed of every stream", min=0)
+    bn_reset: bool = param("also evaluate with BatchNorm statistics reset after interpolation")
+
+    @property
+    def models(self) -> list[str]:
+        """The networks this configuration studies."""
+        return list(RECIPES) if self.model == "all" else [self.model]
+
+
+Config.profiles = PROFILES
 
 
 def per_model(value: Any, model: str) -> Any:
@@ -38,37 +108,44 @@ def per_model(value: Any, model: str) -> Any:
     return value.get(model) if isinstance(value, dict) else value
 
 
-def setup(model: str, p: Any, chapter: str = "cnn_baselines") -> Setup:
-    """The study of `model` under resolved chapter parameters `p`, every value checked first.
+def setups(c: Config, chapter: str = "cnn_baselines") -> dict[str, Setup]:
+    """The study of every network of `c`, every value checked against the data first (nothing
+    trains).
 
-    With early stopping (`patience` in the model's `train` section) the validation split is a
+    With early stopping (`patience` in the network's `train` section) the validation split is a
     tenth of the training split, carved out (`holdout`) so the test split is never looked at.
     """
+    missing = [m for m in c.models if m not in c.train]
+    if missing:
+        raise ValueError(f"train has no section for {missing}; give batch_size and max_steps")
+    return {m: _setup(m, c, chapter) for m in c.models}
+
+
+def _setup(model: str, c: Config, chapter: str) -> Setup:
     recipe = RECIPES[model]
     dataset = recipe["dataset"]
-    require_vision(dataset, p.data_dir)
-    at_least("n_inits", per_model(p.n_inits, model), 1)
-    batches_or_all("eval_iters", per_model(p.eval_iters, model))
+    require_vision(dataset, c.data_dir)
+    t = c.train[model]
     train = TrainConfig(optimizer="adam", lr=recipe["lr"], augment=recipe["augment"],
-                        **p.train[model])
-    holdout = {"holdout": p.holdout} if train.patience else {}
+                        batch_size=t.batch_size, max_steps=t.max_steps, patience=t.patience)
+    holdout = {"holdout": c.holdout} if train.patience else {}
 
     def split(name: str) -> Ref:
         return Ref.of("data", "vision", name=dataset, split=name, **holdout)
 
-    n_classes = len(load_vision(dataset, "train", p.data_dir).classes)
+    n_classes = len(load_vision(dataset, "train", c.data_dir).classes)
     augment = Ref.of("augment", "crop_flip", dataset=dataset) if recipe["augment"] else None
     s = Setup(chapter=chapter, model=model, dataset=dataset,
               net=Ref.of("model", model, num_classes=n_classes), train_data=split("train"),
               test_data=Ref.of("data", "vision", name=dataset, split="test"), train=train,
-              runs_dir=p.runs_dir, val_data=split("val") if train.patience else None,
+              runs_dir=c.runs_dir, val_data=split("val") if train.patience else None,
               augment=augment,
-              model_args=(("num_classes", n_classes),), device=p.device or "auto",
-              data_dir=p.data_dir, seed=p.seed, n_alpha=p.n_alpha,
-              eval_iters=per_model(p.eval_iters, model), eval_batch_size=p.eval_batch,
-              bn_reset=p.bn_reset, bn_reset_examples=2 * p.eval_batch)
+              model_args=(("num_classes", n_classes),), device=c.device or "auto",
+              data_dir=c.data_dir, seed=c.seed, n_alpha=c.n_alpha,
+              eval_iters=per_model(c.eval_iters, model), eval_batch_size=c.eval_batch,
+              bn_reset=c.bn_reset, bn_reset_examples=2 * c.eval_batch)
     for key in ("spawn_steps", "k1_steps", "k2_steps"):
-        s.steps(step_list(key, per_model(getattr(p, key), model) or []), key)
+        s.steps(per_model(getattr(c, key), model) or [], key)
     return s
 
 
@@ -112,8 +189,11 @@ def statistics_effect(setup: Setup, n_children: int = 2) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("way")
 
 
-def claims(results: Mapping[str, Results], statistics: pd.DataFrame | None = None) -> list[Claim]:
-    """The source's statements (and Frankle et al.'s) against this book's measurements."""
+def claims(c: Config, measured: Mapping[str, Any]) -> list[Claim]:
+    """The source's statements (and Frankle et al.'s) against this chapter's measurements:
+    `measured["spawn"]` (per network, its spawn study) and `measured["statistics"]` (the
+    `statistics_effect` table, or None)."""
+    results, statistics = measured["spawn"], measured.get("statistics")
     def first(m: str) -> tuple[float | None, float | None]:
         return at_step(results[m], int(results[m].barriers.spawn_step.min())) if m in results \
             else (None, None)
@@ -150,9 +230,10 @@ def claims(results: Mapping[str, Results], statistics: pd.DataFrame | None = Non
     return rows
 
 
-def summary(results: Mapping[str, Results]) -> dict[str, str]:
-    """The numbers the chapter's prose states, per model: accuracy, instability at the first
+def summary(c: Config, measured: Mapping[str, Any]) -> dict[str, str]:
+    """The numbers the chapter's prose states, per network: accuracy, instability at the first
     and last spawn step, its verdict, k*."""
+    results = measured["spawn"]
     out = {}
     for m, r in results.items():
         ks = sorted(r.barriers.spawn_step.unique())

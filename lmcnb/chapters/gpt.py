@@ -6,25 +6,25 @@ hub checkpoint and loaded with `from_pretrained(<dir>)`.
 """
 from __future__ import annotations
 
-from dataclasses import asdict
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
-from transformers import GPT2Config
 
+from ..book.params import ChapterConfig, Section, Steps, param
 from ..book.report import Claim, at_step, k_star_text, pct
-from ..core.checks import at_least, choose
 from ..core.files import folder_lock
 from ..core.ref import Ref
 from ..core.rng import Seeds
-from ..data.text import token_windows
 from ..data.tokenizers import Tokenizer, encode, tokenizer_id
 from ..experiments.catalog import build
+from ..experiments.executors import Task, get_executor
 from ..experiments.runs import Run, RunSpec
 from ..experiments.setup import Setup
 from ..experiments.study import Results
-from ..lmc.interpolate import alpha_grid
 from ..models.gpt import (
     GPT_CONFIGS,
     build_gpt,
@@ -38,65 +38,186 @@ from ..models.gpt import (
 from ..models.pretrained import pretrained_id, publish, same_weights
 from ..train.recipe import TrainConfig
 
+if TYPE_CHECKING:
+    from transformers import GPT2Config
 
-def pretrain(model: str, tokenizer, text: str, train: TrainConfig, runs_dir: str | Path, *,
-             dataset: str, device: str = "cpu", seed: int = 0) -> Path:
-    """Train `GPT_CONFIGS[model]` on `text` as a resumable lmcnb run; save it like a hub checkpoint.
-
-    Returns `<runs_dir>/pretrained/<run id>`, which `load_pretrained` and `load_tokenizer` read.
-    The folder is written atomically under the run's lock and checked against the run's weights
-    at every call: a damaged one is rebuilt.
-    """
-    cfg = gpt_config(model)
-    config = hf_config(cfg, len(tokenizer))
-    data = token_windows(encode(tokenizer, text), cfg.block_size)
-    spec = RunSpec(model, dataset, train, Seeds.from_base(seed, "pretrain"),
-                   model_args=_identity(config, tokenizer, None, cfg.block_size))
-    run = Run(spec, Path(runs_dir) / "train", lambda: build_gpt(config), data, device)
-    weights = run.ensure_weights()  # trained here; a damaged checkpoint is re-made
-
-    def save(folder: Path) -> None:
-        with torch.random.fork_rng():
-            net = build_gpt(config)
-        net.load_state_dict(weights)
-        save_pretrained(net, tokenizer, folder)
-
-    def valid(folder: Path) -> bool:
-        return (same_weights(folder, weights)
-                and tokenizer_id(load_tokenizer(str(folder))) == tokenizer_id(tokenizer))
-
-    with folder_lock(run.dir):
-        return publish(Path(runs_dir) / "pretrained" / spec.run_id, save, valid)
+CHAPTER = "gpt_shakespeare"
+OWN_PTB = "own:ptb"  # pretrain here on Penn Treebank, then load that directory
 
 
-def lm_train_config(*, batch_size: int, sim_batch_size: int, max_iters: int, warmup_steps: int,
-                    max_steps: int | None = None, lr: float, min_lr: float,
-                    optimizer: str = "adam", weight_decay: float = 0.0,
-                    log_every: int = 50) -> TrainConfig:
-    """The source's recipe: Adam β = (0.9, 0.95), no weight decay, warmup then cosine from `lr`
-    to `min_lr`, clip 1.0, and `sim_batch_size / batch_size` accumulated micro-batches per
-    optimizer step (each a fresh batch). `optimizer="adamw"` with `weight_decay` is the usual
-    alternative.
+# -- the parameters ------------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class LMTrain(Section):
+    """The source's recipe: Adam β = (0.9, 0.95), warm-up then cosine from `lr` to `min_lr`, clip
+    1.0, and `sim_batch_size / batch_size` accumulated micro-batches per optimizer step (each a
+    fresh batch). `optimizer="adamw"` with `weight_decay` is the usual alternative."""
 
-    `max_steps` (the end of the cosine) must equal `max_iters`: lmcnb's cosine spans the whole run.
-    """
-    for name, value, minimum in (("batch_size", batch_size, 1),
-                                 ("sim_batch_size", sim_batch_size, 1),
-                                 ("max_iters", max_iters, 1), ("warmup_steps", warmup_steps, 0),
-                                 ("log_every", log_every, 1)):
-        at_least(name, value, minimum)
-    choose("optimizer", optimizer, ("adam", "adamw"))
-    if sim_batch_size % batch_size:
-        raise ValueError(f"sim_batch_size ({sim_batch_size}) must be a multiple of "
-                         f"batch_size ({batch_size})")
-    if max_steps is not None and max_steps != max_iters:
-        raise ValueError(f"max_steps ({max_steps}) must equal max_iters ({max_iters}): "
-                         "the cosine decay spans the whole run")
-    return TrainConfig(batch_size=batch_size, max_steps=max_iters, optimizer=optimizer, lr=lr,
-                       min_lr=min_lr, betas=(0.9, 0.95), weight_decay=weight_decay,
-                       schedule="cosine", warmup_steps=warmup_steps, grad_clip=1.0,
-                       accum_steps=sim_batch_size // batch_size,
-                       eval_every=max(1, min(log_every, max_iters)))
+    batch_size: int = param("sequences per micro-batch", min=1)
+    sim_batch_size: int = param("sequences per optimizer step (accumulated)", min=1)
+    max_iters: int = param("optimizer steps", min=1)
+    warmup_steps: int = param("linear warm-up steps", min=0)
+    max_steps: int | None = param("end of the cosine decay; must equal max_iters", default=None,
+                                  min=1)
+    lr: float = param("peak learning rate", gt=0)
+    min_lr: float = param("learning rate at the end of the cosine", min=0)
+    optimizer: Literal["adam", "adamw"] = param("the optimizer", default="adam")
+    weight_decay: float = param("decoupled (adamw) or L2 (adam) weight decay", default=0.0, min=0)
+    log_every: int = param("training loss logged every so many steps", default=50, min=1)
+
+    def check(self, path: str) -> None:
+        if self.sim_batch_size % self.batch_size:
+            raise ValueError(f"{path}.sim_batch_size ({self.sim_batch_size}) must be a multiple "
+                             f"of {path}.batch_size ({self.batch_size})")
+        if self.max_steps is not None and self.max_steps != self.max_iters:
+            raise ValueError(f"{path}.max_steps ({self.max_steps}) must equal {path}.max_iters "
+                             f"({self.max_iters}): the cosine decay spans the whole run")
+        if self.warmup_steps > self.max_iters:
+            raise ValueError(f"{path}.warmup_steps ({self.warmup_steps}) is longer than the run "
+                             f"({self.max_iters} steps)")
+
+    def recipe(self) -> TrainConfig:
+        """The `TrainConfig` of this recipe."""
+        return TrainConfig(batch_size=self.batch_size, max_steps=self.max_iters,
+                           optimizer=self.optimizer, lr=self.lr, min_lr=self.min_lr,
+                           betas=(0.9, 0.95), weight_decay=self.weight_decay, schedule="cosine",
+                           warmup_steps=self.warmup_steps, grad_clip=1.0,
+                           accum_steps=self.sim_batch_size // self.batch_size,
+                           eval_every=max(1, min(self.log_every, self.max_iters)))
+
+
+@dataclass(frozen=True, kw_only=True)
+class FineTune(Section):
+    """Fine-tuning from a pretrained start against training the same shape from scratch."""
+
+    enabled: bool = param("run the fine-tuning section")
+    source: str = param("a hub id ('gpt2'), a save_pretrained directory, or 'own:ptb'")
+    model: str = param("the shape pretrained for 'own:ptb' (a name of GPT_CONFIGS)")
+    spawn_steps: list[Steps] = param("spawn steps k, counted in fine-tuning steps")
+    n_children: int = param("children per spawn step", min=2)
+    eval_iters: int | Literal["all"] = param("'all', or evaluation batches per split", min=1)
+    train: LMTrain = param("the fine-tuning recipe")
+
+    def check(self, path: str) -> None:
+        from ..core.checks import pretrained_source
+
+        gpt_config(self.model)
+        if self.enabled and self.source != OWN_PTB:
+            pretrained_source(f"{path}.source", self.source)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Pretrain(Section):
+    """Pretraining here on Penn Treebank, for `finetune.source = "own:ptb"`."""
+
+    max_iters: int | None = param("optimizer steps", default=None, min=1)
+    lr: float | None = param("peak learning rate", default=None, gt=0)
+    vocab: int | None = param("size of the byte-level BPE trained on PTB", default=None, min=257)
+    chars: int | None = param("characters of PTB's training split used (None: all)",
+                              default=None, min=1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config(ChapterConfig):
+    """The GPT chapter's parameters."""
+
+    model: str | list[str] = param("the sweep's models: a name of GPT_CONFIGS or a list")
+    dataset: Literal["shakespeare", "ptb"] = param("the corpus")
+    train: LMTrain = param("the sweep's recipe")
+    spawn_steps: list[Steps] = param("spawn steps k of the sweep")
+    eval_iters: int | Literal["all"] = param("'all', or evaluation batches per split", min=1)
+    eval_batch_tokens: int = param("tokens per evaluation batch", min=1)
+    n_alpha: int = param("points on the α grid, both ends included", min=2)
+    n_inits: int = param("independent initializations (replicates)", min=1)
+    finetune: FineTune = param("the fine-tuning section")
+    pretrain: Pretrain = param("pretraining for finetune.source = 'own:ptb'")
+    prompt: str = param("the α-slider's text prompt")
+    sample_tokens: int = param("tokens sampled after the prompt", min=1)
+    seed: int = param("the base seed of every stream", min=0)
+
+    aliases = {  # the source's flag names
+        "model_config": "model", "model_iters": "spawn_steps", "max_iters": "train.max_iters",
+        "warmup_steps": "train.warmup_steps", "max_steps": "train.max_steps",
+        "sim_batch_size": "train.sim_batch_size", "fine_tune": "finetune.enabled",
+        "pretrained": "finetune.source",
+    }
+
+    @property
+    def models(self) -> list[str]:
+        """The sweep's models, as a list."""
+        return [self.model] if isinstance(self.model, str) else list(self.model)
+
+    def check(self, path: str) -> None:
+        super().check(path)
+        for name in self.models:
+            gpt_config(name)
+        ft, pt = self.finetune, self.pretrain
+        if ft.enabled and ft.source == OWN_PTB and None in (pt.max_iters, pt.lr, pt.vocab):
+            raise ValueError("finetune.source 'own:ptb' pretrains here: give pretrain.max_iters, "
+                             "pretrain.lr and pretrain.vocab")
+
+
+ADAM = dict(optimizer="adam", weight_decay=0.0, max_steps=None)
+PROFILES = {
+    "paper": dict(model=["MinGPT", "CompactGPT", "ToyGPT", "TinyGPT"], dataset="shakespeare",
+                  train=dict(batch_size=32, sim_batch_size=128, max_iters=5000, warmup_steps=100,
+                             lr=6e-4, min_lr=6e-5, **ADAM),
+                  spawn_steps=[0, 100, 500, 1000, 2500], eval_iters="all", eval_batch_tokens=16384,
+                  n_alpha=30, n_inits=3, seed=0, prompt="ROMEO:\n", sample_tokens=60,
+                  finetune=dict(enabled=True, source="gpt2", model="GPT2", spawn_steps=[0, 300],
+                                n_children=3, eval_iters="all",
+                                train=dict(batch_size=8, sim_batch_size=32, max_iters=1000,
+                                           warmup_steps=50, lr=1e-4, min_lr=1e-5, **ADAM)),
+                  pretrain=dict(max_iters=None, lr=None, vocab=None, chars=None)),
+    "book": dict(model=["CPUGPT", "TinyGPT"], dataset="shakespeare",
+                 train=dict(batch_size=16, sim_batch_size=16, max_iters=300, warmup_steps=30,
+                            lr=3e-3, min_lr=3e-4, **ADAM),
+                 spawn_steps=[0, 25, 100], eval_iters=2, eval_batch_tokens=4096, n_alpha=30,
+                 n_inits=3, seed=0, prompt="ROMEO:\n", sample_tokens=100,
+                 finetune=dict(enabled=True, source=OWN_PTB, model="CPUGPT", spawn_steps=[0],
+                               n_children=3, eval_iters=1,
+                               train=dict(batch_size=16, sim_batch_size=16, max_iters=150,
+                                          warmup_steps=15, lr=3e-3, min_lr=3e-4, **ADAM)),
+                 pretrain=dict(max_iters=500, lr=3e-3, vocab=2048, chars=None)),
+    "smoke": dict(model=["CPUGPT", "TinyGPT"], dataset="shakespeare",
+                  train=dict(batch_size=8, sim_batch_size=8, max_iters=6, warmup_steps=2, lr=3e-3,
+                             min_lr=3e-4, **ADAM),
+                  spawn_steps=[0, 3], eval_iters=1, eval_batch_tokens=1024, n_alpha=5, n_inits=2,
+                  seed=0, prompt="ROMEO:\n", sample_tokens=24,
+                  finetune=dict(enabled=True, source=OWN_PTB, model="CPUGPT", spawn_steps=[0],
+                                n_children=2, eval_iters=1,
+                                train=dict(batch_size=8, sim_batch_size=8, max_iters=4,
+                                           warmup_steps=1, lr=3e-3, min_lr=3e-4, **ADAM)),
+                  pretrain=dict(max_iters=6, lr=3e-3, vocab=300, chars=100_000)),
+}
+Config.profiles = PROFILES
+
+
+# -- setups --------------------------------------------------------------------------------------
+def tokenizers(c: Config) -> dict[str, Ref]:
+    """The chapter's tokenizers of the corpus: characters, and GPT-2's BPE (offline: one trained
+    on the training split)."""
+    return {kind: Ref.of("tokenizer", kind, corpus=c.dataset) for kind in ("char", "bpe")}
+
+
+def setups(c: Config) -> dict[str, Setup]:
+    """The spawn study of every model of the sweep, every value checked against the data (the
+    fine-tuning section's too); nothing trains."""
+    from ..data.text import require_text
+
+    require_text(c.dataset, c.data_dir)
+    if c.finetune.enabled and c.finetune.source == OWN_PTB:
+        require_text("ptb", c.data_dir)
+    toks = tokenizers(c)
+    out = {}
+    for name in c.models:
+        cfg = gpt_config(name)
+        tok = build(toks[cfg.tokenizer], c.data_dir)
+        out[name] = lm_setup(CHAPTER, name, hf_config(cfg, len(tok)), toks[cfg.tokenizer],
+                             c.dataset, c.train.recipe(), c.runs_dir, eval_iters=c.eval_iters,
+                             eval_batch_tokens=c.eval_batch_tokens, device=c.device or "auto",
+                             data_dir=c.data_dir, seed=c.seed, n_alpha=c.n_alpha)
+        out[name].steps(c.spawn_steps)
+    return out
 
 
 def _identity(config: GPT2Config, tokenizer: Tokenizer, pretrained: str | None, stride: int):
@@ -143,6 +264,77 @@ def lm_setup(chapter: str, model: str, config: GPT2Config, tokenizer: Ref, corpu
                  data_dir=data_dir, **setup_kwargs)
 
 
+# -- the pretrained start ------------------------------------------------------------------------
+def pretrained_start(c: Config) -> str:
+    """The fine-tuning section's starting point: a hub id or directory as given, or for
+    `"own:ptb"` a model of the section's shape pretrained here on Penn Treebank (on the
+    chapter's executor) and published like a hub checkpoint."""
+    ft, pt = c.finetune, c.pretrain
+    if ft.source != OWN_PTB:
+        return ft.source
+    recipe = dataclasses.replace(ft.train, max_iters=pt.max_iters, max_steps=None,
+                                 warmup_steps=max(1, pt.max_iters // 10), lr=pt.lr,
+                                 min_lr=pt.lr / 10).recipe()
+    tokenizer = Ref.of("tokenizer", "trained_bpe", corpus="ptb", vocab_size=pt.vocab,
+                       chars=pt.chars)
+    return str(pretrain(ft.model, tokenizer, "ptb", recipe, c.runs_dir, chars=pt.chars,
+                        device=c.device or "auto", seed=c.seed, data_dir=c.data_dir,
+                        executor=c.executor))
+
+
+def pretrain(model: str, tokenizer: Ref, corpus: str, train: TrainConfig, runs_dir: str | Path,
+             *, chars: int | None = None, device: str = "auto", seed: int = 0,
+             data_dir: str | None = None, executor: Any = "serial") -> Path:
+    """Train `GPT_CONFIGS[model]` on the training split of `corpus` (its first `chars`
+    characters) as a resumable run on `executor`; save it like a hub checkpoint.
+
+    Returns `<runs_dir>/pretrained/<run id>`, which `load_pretrained` and `load_tokenizer` read.
+    The folder is written atomically under the run's lock and checked against the run's weights
+    at every call: a damaged one is rebuilt.
+    """
+    cfg = gpt_config(model)
+    tok = build(tokenizer, data_dir)
+    config = hf_config(cfg, len(tok))
+    data = Ref.of("data", "text_windows", corpus=corpus, split="train", tokenizer=tokenizer,
+                  block=cfg.block_size, stride=None, chars=chars)
+    spec = RunSpec(model, corpus, train, Seeds.from_base(seed, "pretrain"),
+                   model_args=_identity(config, tok, None, cfg.block_size))
+    run = Run(spec, Path(runs_dir) / "train", Ref.of("model", "gpt", config=config_args(config)),
+              data, device, data_dir=data_dir)
+    key = f"train-{spec.run_id}"
+    get_executor(executor).run([Task(key, Run.ensure_trained, (run,))], [key])
+    weights = run.ensure_weights()  # read (a damaged checkpoint is re-made)
+
+    def save(folder: Path) -> None:
+        with torch.random.fork_rng():
+            net = build_gpt(config)
+        net.load_state_dict(weights)
+        save_pretrained(net, tok, folder)
+
+    def valid(folder: Path) -> bool:
+        return (same_weights(folder, weights)
+                and tokenizer_id(load_tokenizer(str(folder))) == tokenizer_id(tok))
+
+    with folder_lock(run.dir):
+        return publish(Path(runs_dir) / "pretrained" / spec.run_id, save, valid)
+
+
+def finetune_setups(c: Config, source: str) -> dict[str, Setup]:
+    """Fine-tuning from `source` and, as the control, training the same shape from scratch."""
+    ft = c.finetune
+    config = load_pretrained(source).config
+    tokenizer = Ref.of("tokenizer", "pretrained", source=source)
+    out = {start: lm_setup(CHAPTER, f"{ft.model}-{start}", config, tokenizer, c.dataset,
+                           ft.train.recipe(), c.runs_dir, pretrained=src, eval_iters=ft.eval_iters,
+                           eval_batch_tokens=c.eval_batch_tokens, device=c.device or "auto",
+                           data_dir=c.data_dir, seed=c.seed, n_alpha=c.n_alpha)
+           for start, src in {"pretrained": source, "scratch": None}.items()}
+    for s in out.values():
+        s.steps(ft.spawn_steps)
+    return out
+
+
+# -- what the chapter shows ----------------------------------------------------------------------
 def config_table(vocab_sizes: dict[str, int]) -> list[dict[str, Any]]:
     """One row per named configuration: its shape and parameter count for the given vocabulary."""
     rows = []
@@ -155,114 +347,42 @@ def config_table(vocab_sizes: dict[str, int]) -> list[dict[str, Any]]:
     return rows
 
 
-OWN_PTB = "own:ptb"  # pretrain here on Penn Treebank, then load that directory
-
-
-ALIASES = {  # the source's flag names
-    "model_config": "model", "model_iters": "spawn_steps", "max_iters": "train.max_iters",
-    "warmup_steps": "train.warmup_steps", "max_steps": "train.max_steps",
-    "sim_batch_size": "train.sim_batch_size", "fine_tune": "finetune.enabled",
-    "pretrained": "finetune.source",
-}
-
-
-def check(p: Any) -> None:
-    """Every parameter of the chapter, checked before anything trains (`p.model` becomes a list)."""
-    from ..core.checks import batches_or_all, flag, pretrained_source
-    from ..core.steps import step_list
-    from ..data.text import TEXT_DATASETS, require_text
-    from ..experiments.executors import get_executor
-
-    p.model = [p.model] if isinstance(p.model, str) else list(p.model)
-    for name in p.model:
-        gpt_config(name)
-    choose("dataset", p.dataset, TEXT_DATASETS)
-    require_text(p.dataset, p.data_dir)
-    alpha_grid(p.n_alpha)
-    at_least("n_inits", p.n_inits, 1)
-    batches_or_all("eval_iters", p.eval_iters)
-    step_list("spawn_steps", p.spawn_steps)
-    get_executor(p.executor)
-    lm_train_config(**p.train)
-    ft = p.finetune
-    if flag("fine_tune", ft["enabled"]):
-        gpt_config(ft["model"])
-        if ft["source"] == OWN_PTB:
-            require_text("ptb", p.data_dir)
-        else:
-            pretrained_source("pretrained", ft["source"])
-        batches_or_all("finetune eval_iters", ft["eval_iters"])
-        step_list("finetune spawn_steps", ft["spawn_steps"])
-        at_least("finetune n_children", ft["n_children"], 2)
-        lm_train_config(**ft["train"])
-
-
-def sweep_setups(p: Any, tokenizers: dict[str, Ref]) -> dict[str, Setup]:
-    """The spawn study of every model of the sweep, on `p.dataset`."""
-    setups = {}
-    for name in p.model:
-        cfg = gpt_config(name)
-        tok = build(tokenizers[cfg.tokenizer], p.data_dir)
-        setups[name] = lm_setup("gpt_shakespeare", name, hf_config(cfg, len(tok)),
-                                tokenizers[cfg.tokenizer], p.dataset, lm_train_config(**p.train),
-                                p.runs_dir, eval_iters=p.eval_iters,
-                                eval_batch_tokens=p.eval_batch_tokens, device=p.device or "auto",
-                                data_dir=p.data_dir, seed=p.seed, n_alpha=p.n_alpha)
-        setups[name].steps(p.spawn_steps)
-    return setups
-
-
-def pretrained_start(p: Any) -> str:
-    """The fine-tuning section's starting point: a hub id or directory as given, or for
-    `"own:ptb"` a model of the section's shape pretrained here on Penn Treebank."""
+def describe_data(c: Config) -> str:
+    """The corpus's size and, for every tokenizer the chapter uses, its size and test tokens."""
     from ..data.text import load_text
-    from ..data.tokenizers import train_bpe
 
-    ft, pt = p.finetune, p.pretrain
-    if ft["source"] != OWN_PTB:
-        return ft["source"]
-    ptb = load_text("ptb", "train", p.data_dir)[:pt["chars"]]
-    recipe = lm_train_config(**{**ft["train"], "max_iters": pt["max_iters"], "max_steps": None,
-                                "warmup_steps": max(1, pt["max_iters"] // 10), "lr": pt["lr"],
-                                "min_lr": pt["lr"] / 10})
-    return str(pretrain(ft["model"], train_bpe(ptb, pt["vocab"]), ptb, recipe, p.runs_dir,
-                        dataset="ptb", device=p.device, seed=p.seed))
+    toks = tokenizers(c)
+    train, test = (load_text(c.dataset, s, c.data_dir) for s in ("train", "test"))
+    lines = [f"{c.dataset}: {len(train):,} training and {len(test):,} test characters"]
+    for kind in dict.fromkeys(["char"] + [gpt_config(n).tokenizer for n in c.models]):
+        tok = build(toks[kind], c.data_dir)
+        lines.append(f"{kind} tokenizer {tokenizer_id(tok)}: {len(tok)} tokens, "
+                     f"{len(encode(tok, test)):,} test tokens")
+    return "\n".join(lines)
 
 
-def finetune_setups(p: Any, source: str) -> dict[str, Setup]:
-    """Fine-tuning from `source` and, as the control, training the same shape from scratch."""
-    ft = p.finetune
-    config = load_pretrained(source).config
-    tokenizer = Ref.of("tokenizer", "pretrained", source=source)
-    setups = {start: lm_setup("gpt_shakespeare", f"{ft['model']}-{start}", config, tokenizer,
-                              p.dataset, lm_train_config(**ft["train"]), p.runs_dir,
-                              pretrained=src, eval_iters=ft["eval_iters"],
-                              eval_batch_tokens=p.eval_batch_tokens, device=p.device or "auto",
-                              data_dir=p.data_dir, seed=p.seed, n_alpha=p.n_alpha)
-              for start, src in {"pretrained": source, "scratch": None}.items()}
-    for s in setups.values():
-        s.steps(ft["spawn_steps"])
-    return setups
-
-
-def summary(results: dict[str, Results], finetuned: dict[str, Results] | None) -> dict[str, str]:
+def summary(c: Config, measured: Mapping[str, Any]) -> dict[str, str]:
     """The numbers the prose states: R at the first and last spawn step per split, k*, and the
-    fine-tuned against the scratch R."""
+    fine-tuned against the scratch R. `measured["spawn"]`: the sweep's studies per model;
+    `measured["finetuned"]`: the "pretrained" and "scratch" studies (or {})."""
     out = {}
-    for name, r in results.items():
+    for name, r in measured["spawn"].items():
         ks = sorted(r.barriers.spawn_step.unique())
         for split in ("train", "test"):
             out |= {f"{name}_R_first_{split}": pct(*at_step(r, int(ks[0]), split)),
                     f"{name}_R_last_{split}": f"{pct(*at_step(r, int(ks[-1]), split))} "
                                               f"(k = {ks[-1]})",
                     f"{name}_kstar_{split}": k_star_text(r.onset(split))}
-    for start, r in (finetuned or {}).items():
+    for start, r in (measured.get("finetuned") or {}).items():
         out[f"ft_R_{start}"] = pct(*at_step(r, int(r.barriers.spawn_step.min())))
     return out
 
 
-def claims(results: dict[str, Results], finetuned: dict[str, Results] | None) -> list[Claim]:
-    """james-hx-song's statements against this chapter's measurements."""
+def claims(c: Config, measured: Mapping[str, Any]) -> list[Claim]:
+    """james-hx-song's statements against this chapter's measurements (see `summary`)."""
+    results: dict[str, Results] = measured["spawn"]
+    finetuned: dict[str, Results] = measured.get("finetuned") or {}
+
     def at(name: str, k: int | None = None, split: str = "test"):
         r = results.get(name)
         if r is None or (k is not None and k not in set(r.barriers.spawn_step)):
@@ -285,16 +405,3 @@ def claims(results: dict[str, Results], finetuned: dict[str, Results] | None) ->
                           "offline the start is a CPU-sized model pretrained here on Penn "
                           "Treebank, not the hub's GPT-2"))
     return rows
-
-
-def describe_data(p: Any, tokenizers: dict[str, Ref]) -> str:
-    """The corpus's size and, for every tokenizer the chapter uses, its size and test tokens."""
-    from ..data.text import load_text
-
-    train, test = (load_text(p.dataset, s, p.data_dir) for s in ("train", "test"))
-    lines = [f"{p.dataset}: {len(train):,} training and {len(test):,} test characters"]
-    for kind in dict.fromkeys(["char"] + [gpt_config(n).tokenizer for n in p.model]):
-        tok = build(tokenizers[kind], p.data_dir)
-        lines.append(f"{kind} tokenizer {tokenizer_id(tok)}: {len(tok)} tokens, "
-                     f"{len(encode(tok, test)):,} test tokens")
-    return "\n".join(lines)

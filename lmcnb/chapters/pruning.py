@@ -9,19 +9,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..experiments.pruning import accuracy_of
+from ..experiments.pruning import accuracy_of, finished_weights
 from ..prune.mask import VIT_PRUNABLE, density, prunable
 
 
 def pruning_table(setup: Any, runs: Mapping[str, Any],
                   include: tuple[str, ...] = VIT_PRUNABLE) -> Any:
     """One row per run: density over the selected tensors, over all parameters, and test
-    accuracy of its final weights (`accuracy_of`)."""
+    accuracy of its final weights (`accuracy_of`; `finished_weights`, which trains only to
+    re-make a checkpoint that fails verification)."""
     import pandas as pd
 
     rows = []
     for name, run in runs.items():
-        weights = run.weights()
+        weights = finished_weights(run)
         rows.append({"run": name, "density (selected)": density(prunable(weights, include)),
                      "density (all)": density(weights),
                      "test accuracy": accuracy_of(setup, weights)})
@@ -72,16 +73,35 @@ def plot_kept(mask: Mapping[str, torch.Tensor], title: str = "") -> Any:
     return fig
 
 
+def training_log(run: Any) -> Any:
+    """The training log of a finished run (`log.csv`, verified against the sha256 beside it).
+
+    A log that is missing, has no digest or fails it is an error naming the file: it cannot be
+    re-made without training the run again."""
+    from ..experiments.tables import read_table
+
+    run.final_step()
+    path = run.dir / "log.csv"
+    log = read_table(path)
+    if log is None:
+        digest = path.with_name(f"{path.name}.sha256")
+        problem = ("is missing" if not path.exists() else
+                   f"has no digest beside it ({digest.name})" if not digest.exists() else
+                   "does not match its digest (damaged or edited)")
+        raise RuntimeError(f"the training log {path} {problem}: it cannot be re-made without "
+                           f"training the run again; to do so, delete the run folder {run.dir} "
+                           "and run this again")
+    return log
+
+
 def plot_training_loss(runs: Mapping[str, Any], ema: float = 0.9, title: str = "") -> Any:
     """Each run's logged training loss (thin) and its exponential moving average (weight `ema`
-    on the past; thick), against the optimizer step."""
+    on the past; thick), against the optimizer step (`training_log`: verified)."""
     import matplotlib.pyplot as plt
-    import pandas as pd
 
+    logs = {name: training_log(run) for name, run in runs.items()}  # all read before drawing
     fig, ax = plt.subplots(figsize=(6.4, 3.4))
-    for i, (name, run) in enumerate(runs.items()):
-        run.final_step()
-        log = pd.read_csv(run.dir / "log.csv")
+    for i, (name, log) in enumerate(logs.items()):
         color = f"C{i}"
         ax.plot(log.step, log.train_loss, color=color, lw=0.6, alpha=0.35)
         ax.plot(log.step, log.train_loss.ewm(alpha=1 - ema).mean(), color=color, lw=1.6,

@@ -9,19 +9,19 @@ instability R = (max PPL − ½[PPL(0) + PPL(1)]) / max PPL of pairs of copies (
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import asdict, replace
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import torch
 
+from ..book.params import ChapterConfig, Section, Steps, param
 from ..book.report import Claim, at_step, k_star_text, pct, verdict
 from ..book.views import next_word_view
-from ..core.checks import at_least, batches_or_all, check_positive, choose, flag
+from ..core.checks import choose
 from ..core.ref import Ref
-from ..core.steps import step_list
 from ..data.text import load_text, require_text
 from ..data.words import UNK
 from ..experiments.catalog import build
@@ -54,88 +54,145 @@ SOURCE = "hahacen"
 SOURCE_R = {"train": 0.149, "test": 0.137}  # the seed's R at initialization
 
 
-def seed_recipe(*, epochs: float, lr: float = 2.5, gamma: float = 0.95,
-                grad_clip: float | None = 0.5) -> TrainConfig:
+@dataclass(frozen=True, kw_only=True)
+class Model(Section):
+    """The transformer's shape (`lmcnb.models.transformer_lm.TransformerLMConfig`)."""
+
+    d_model: int = param("embedding and residual width", min=1)
+    n_head: int = param("attention heads", min=1)
+    d_ff: int = param("feed-forward hidden width", min=1)
+    n_layer: int = param("encoder layers", min=1)
+    dropout: float = param("dropout rate", min=0, lt=1)
+
+    def check(self, path: str) -> None:
+        if self.d_model % self.n_head:
+            raise ValueError(f"{path}.d_model ({self.d_model}) must be a multiple of "
+                             f"{path}.n_head ({self.n_head})")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Recipe(Section):
     """hahacen's SGD: no momentum, one chunk of streams × bptt tokens per step, gradient norm
     clipped at `grad_clip`, lr × γ^e in epoch e (a step milestone at every epoch's end), the
     validation split evaluated after every epoch."""
-    if isinstance(epochs, bool) or not isinstance(epochs, (int, float)) or epochs <= 0:
-        raise ValueError(f"epochs must be a number > 0 (got {epochs!r})")
-    if not isinstance(lr, (int, float)) or lr <= 0:
-        raise ValueError(f"lr must be a number > 0 (got {lr!r})")
-    if not isinstance(gamma, (int, float)) or not 0 < gamma <= 1:
-        raise ValueError(f"gamma must be a number in (0, 1] (got {gamma!r})")
-    if grad_clip is not None and (not isinstance(grad_clip, (int, float)) or grad_clip <= 0):
-        raise ValueError(f"grad_clip must be a number > 0 or None (got {grad_clip!r})")
-    return TrainConfig(batch_size=1, max_steps=f"{epochs}ep", optimizer="sgd", lr=lr,
-                       momentum=0.0, schedule="step", step_gamma=gamma,
-                       step_milestones=tuple(f"{e}ep" for e in range(1, math.ceil(epochs))),
-                       grad_clip=grad_clip, eval_every="1ep")
+
+    epochs: float = param("epochs of the training chunks", gt=0)
+    lr: float = param("learning rate", default=2.5, gt=0)
+    gamma: float = param("per-epoch learning-rate decay", default=0.95, gt=0, max=1)
+    grad_clip: float | None = param("gradient-norm clip (None: none)", default=0.5, gt=0)
+
+    def recipe(self) -> TrainConfig:
+        """The `TrainConfig` of this recipe."""
+        return TrainConfig(batch_size=1, max_steps=f"{self.epochs}ep", optimizer="sgd",
+                           lr=self.lr, momentum=0.0, schedule="step", step_gamma=self.gamma,
+                           step_milestones=tuple(f"{e}ep" for e in range(1,
+                                                                         math.ceil(self.epochs))),
+                           grad_clip=self.grad_clip, eval_every="1ep")
 
 
-def check_grid(n_alpha: int) -> int:
-    """`n_alpha` if its evenly spaced grid holds the seed's 11 points (11, 21, 31, …)."""
-    at_least("n_alpha", n_alpha, SEED_GRID)
-    if (n_alpha - 1) % (SEED_GRID - 1):
-        raise ValueError(f"n_alpha must be 11, 21, 31, … so that the grid holds the seed's "
-                         f"α = 0, 0.1, …, 1 (got {n_alpha})")
-    return n_alpha
+@dataclass(frozen=True, kw_only=True)
+class Config(ChapterConfig):
+    """The Penn Treebank chapter's parameters."""
+
+    model: Model = param("the transformer's shape")
+    train: Recipe = param("the SGD recipe")
+    eos: bool = param("an <eos> token after every line")
+    batch_size: int = param("training streams (one chunk of them per step)", min=1)
+    eval_streams: int = param("streams of the valid and test splits", min=1)
+    bptt: int = param("tokens per chunk", min=1)
+    train_chunks: int | None = param("training chunks used (None: all)", min=1)
+    valid_chunks: int | None = param("validation chunks used (None: all)", min=1)
+    endpoint: Literal["final", "best_val"] = param("the state compared: final or best on valid")
+    spawn_steps: list[Steps] = param("spawn steps k")
+    n_inits: int = param("independent initializations (replicates)", min=1)
+    n_alpha: int = param("points on the α grid: 11, 21, 31, … (it holds the seed's 11)",
+                         min=SEED_GRID)
+    eval_iters: int | Literal["all"] = param("'all', or evaluation batches per split", min=1)
+    eval_tokens: int = param("tokens per evaluation batch", min=1)
+    noise: list[Literal["data_order", "dropout", "both"]] = param(
+        "the noise ablation's sources: the streams in which two children differ")
+    noise_steps: list[Steps] = param("spawn steps of the noise ablation (among spawn_steps)")
+    seed: int = param("the base seed of every stream", min=0)
+
+    def check(self, path: str) -> None:
+        super().check(path)
+        if (self.n_alpha - 1) % (SEED_GRID - 1):
+            raise ValueError(f"n_alpha must be 11, 21, 31, … so that the grid holds the seed's "
+                             f"α = 0, 0.1, …, 1 (got {self.n_alpha})")
+        if not self.noise:
+            raise ValueError(f"noise must name one or more of {', '.join(NOISE_SOURCES)}")
 
 
-def check_noise(names: Any) -> list[str]:
-    """A non-empty list of noise sources, each one of `NOISE_SOURCES`."""
-    if not isinstance(names, (list, tuple)) or not names:
-        raise ValueError(f"noise must be a list of noise sources; valid: "
-                         f"{', '.join(NOISE_SOURCES)} (got {names!r})")
-    for name in names:
-        choose("noise source", name, NOISE_SOURCES)
-    return list(names)
+SEED_MODEL = dict(d_model=200, n_head=2, d_ff=200, n_layer=2, dropout=0.2)
+SEED_RECIPE = dict(epochs=8, lr=2.5, gamma=0.95, grad_clip=0.5)
+PROFILES = {
+    "paper": dict(model=SEED_MODEL, train=SEED_RECIPE, eos=True, batch_size=16, eval_streams=10,
+                  bptt=35, train_chunks=None, valid_chunks=None, endpoint="best_val",
+                  spawn_steps=[0, 100, 400, "1ep", "2ep", "3ep", "4ep", "5ep", "6ep", "7ep"],
+                  n_inits=3, n_alpha=21, eval_iters="all", eval_tokens=8192,
+                  noise=["data_order", "dropout", "both"], noise_steps=[0, "1ep"], seed=0),
+    # Sized on this machine (2 cores): a training step of 16 × 35 tokens takes ≈ 0.12 s and the
+    # evaluation ≈ 10k tokens/s (benchmarks/ptb_interpolation.py). Per initialization the trunk
+    # trains 3 epochs of E = 40 steps; the children of the 6 spawn steps train 2 × Σ(3E − k) =
+    # 28.3 E steps, the two ablation sources 2 × 2 × (3E + 2E) = 20 E: 51.3 E ≈ 2,050 steps, 3 inits
+    # ≈ 6,150 steps ≈ 740 s. Each of the 30 pairs is evaluated at 11 α on 6,370 tokens (7 train
+    # chunks of 16 × 35, 7 test chunks of 10 × 35): 70k tokens ≈ 7 s, 210 s. The 63 runs evaluate
+    # 7 valid chunks (2,450 tokens) after each epoch: 40 s. Total ≈ 17 minutes.
+    "book": dict(model=SEED_MODEL, train=dict(SEED_RECIPE, epochs=3), eos=True, batch_size=16,
+                 eval_streams=10, bptt=35, train_chunks=40, valid_chunks=7, endpoint="final",
+                 spawn_steps=[0, 4, 10, 20, 40, 80], n_inits=3, n_alpha=11, eval_iters=1,
+                 eval_tokens=4096, noise=["data_order", "dropout", "both"], noise_steps=[0, 40],
+                 seed=0),
+    "smoke": dict(model=dict(SEED_MODEL, d_model=16, d_ff=16, n_layer=1),
+                  train=dict(SEED_RECIPE, epochs=2), eos=True, batch_size=16, eval_streams=10,
+                  bptt=35, train_chunks=3, valid_chunks=1,
+                  endpoint="best_val", spawn_steps=[0, 3], n_inits=2, n_alpha=11, eval_iters=1,
+                  eval_tokens=600, noise=["data_order", "dropout", "both"], noise_steps=[0, 3],
+                  seed=0),
+}
+Config.profiles = PROFILES
 
 
-def setup(p: Any, chapter: str = CHAPTER) -> Setup:
-    """The study under resolved chapter parameters `p`, every value checked before any work.
+def setups(c: Config, chapter: str = CHAPTER) -> dict[str, Setup]:
+    """The study under `c` (one setup, "transformer_lm"), every value checked against the data
+    first; nothing trains.
 
     Training takes the first `train_chunks` chunks of `batch_size` streams (all if None), the
     best-validation endpoint the first `valid_chunks` of the valid split; test is evaluated as
-    `eval_streams` streams. An evaluation batch holds about `eval_tokens` tokens.
+    `eval_streams` streams. An evaluation batch holds about `eval_tokens` tokens. A number of
+    chunks beyond what the split holds is refused, with the maximum named.
     """
-    require_text("ptb", p.data_dir)
-    check_positive(batch_size=p.batch_size, eval_streams=p.eval_streams, bptt=p.bptt,
-                   eval_tokens=p.eval_tokens,
-                   **{k: getattr(p, k) for k in ("train_chunks", "valid_chunks")
-                      if getattr(p, k) is not None})
-    flag("eos", p.eos)
-    at_least("n_inits", p.n_inits, 1)
-    batches_or_all("eval_iters", p.eval_iters)
-    check_noise(p.noise)
-    recipe = seed_recipe(**p.train)
-    vocab = build(Ref.of("tokenizer", "ptb_vocab", eos=p.eos), p.data_dir)
-    config = asdict(TransformerLMConfig(vocab_size=len(vocab), **p.model))
-    if config["d_model"] % config["n_head"]:
-        raise ValueError(f"d_model ({config['d_model']}) must be a multiple of n_head "
-                         f"({config['n_head']})")
+    require_text("ptb", c.data_dir)
+    vocab = build(Ref.of("tokenizer", "ptb_vocab", eos=c.eos), c.data_dir)
+    config = asdict(TransformerLMConfig(vocab_size=len(vocab), **c.model.as_dict()))
 
     def streams(split: str, n: int, limit: int | None = None) -> Ref:
-        return Ref.of("data", "ptb_streams", split=split, streams=n, bptt=p.bptt, eos=p.eos,
+        return Ref.of("data", "ptb_streams", split=split, streams=n, bptt=c.bptt, eos=c.eos,
                       limit=limit)
 
+    for name, split, n in (("train_chunks", "train", c.batch_size),
+                           ("valid_chunks", "valid", c.eval_streams)):
+        available = len(build(streams(split, n), c.data_dir))
+        if getattr(c, name) is not None and getattr(c, name) > available:
+            raise ValueError(f"{name}={getattr(c, name)}: the {split} split holds {available} "
+                             f"chunks of {n} streams × {c.bptt} tokens (at most {available})")
     s = Setup(chapter=chapter, model="transformer_lm", dataset="ptb",
               net=Ref.of("model", "transformer_lm", config=config),
-              train_data=streams("train", p.batch_size, p.train_chunks),
-              test_data=streams("test", p.eval_streams),
-              val_data=streams("valid", p.eval_streams, p.valid_chunks), train=recipe,
-              runs_dir=p.runs_dir, model_args=tuple(sorted(config.items())),
-              language_model=True, device=p.device or "auto", data_dir=p.data_dir, seed=p.seed,
-              n_alpha=check_grid(p.n_alpha), eval_iters=p.eval_iters,
-              eval_batch_size=max(1, p.eval_tokens // (p.bptt * max(p.batch_size,
-                                                                     p.eval_streams))),
-              endpoint=p.endpoint)
-    ks = s.steps(step_list("spawn_steps", p.spawn_steps), "spawn_steps")
-    extra = sorted(set(s.steps(step_list("noise_steps", p.noise_steps), "noise_steps")) - set(ks))
+              train_data=streams("train", c.batch_size, c.train_chunks),
+              test_data=streams("test", c.eval_streams),
+              val_data=streams("valid", c.eval_streams, c.valid_chunks), train=c.train.recipe(),
+              runs_dir=c.runs_dir, model_args=tuple(sorted(config.items())),
+              language_model=True, device=c.device or "auto", data_dir=c.data_dir, seed=c.seed,
+              n_alpha=c.n_alpha, eval_iters=c.eval_iters,
+              eval_batch_size=max(1, c.eval_tokens // (c.bptt * max(c.batch_size,
+                                                                     c.eval_streams))),
+              endpoint=c.endpoint)
+    ks = s.steps(c.spawn_steps, "spawn_steps")
+    extra = sorted(set(s.steps(c.noise_steps, "noise_steps")) - set(ks))
     if extra:
         raise ValueError(f"noise_steps {extra} are not among the spawn steps {ks}: the ablation's "
                          "'both' children are the study's own")
-    return s
+    return {"transformer_lm": s}
 
 
 def describe(setup: Setup) -> dict[str, Any]:
@@ -160,7 +217,8 @@ def noise_ablation(setup: Setup, main: Results, spawn_steps: Sequence[int | str]
     `main`'s rows; the others are studies of their own, spawned from the same trunks."""
     ks = setup.steps(spawn_steps, "noise_steps")
     parts = []
-    for name in check_noise(sources):
+    for name in sources:
+        choose("noise source", name, NOISE_SOURCES)
         streams = NOISE_SOURCES[name]
         if streams == setup.noise:
             rows = main.barriers[main.barriers.spawn_step.isin(ks)]
@@ -250,10 +308,12 @@ def _ratio(results: Results, k: int, split: str = "test") -> tuple[float | None,
     return mean_ci((at[k] / at[0]).dropna())
 
 
-def claims(setup: Setup, results: Results, ablation: pd.DataFrame, p: Any) -> list[Claim]:
+def claims(c: Config, measured: Mapping[str, Any]) -> list[Claim]:
     """The seed's statements against this chapter's measurements: R at initialization as the book
     measures it, as the seed computed it, and for children that differ in dropout only (the
-    seed's own situation at k = 0); and the drop after the first epoch."""
+    seed's own situation at k = 0); and the drop after the first epoch. `measured`: the
+    `setup`, its spawn study (`spawn`) and the noise ablation's rows (`ablation`)."""
+    setup, results, ablation = measured["setup"], measured["spawn"], measured["ablation"]
     splits = ("train", "test")
     r0 = {s: at_step(results, 0, s) if 0 in set(results.barriers.spawn_step) else (None, None)
           for s in splits}
@@ -264,7 +324,7 @@ def claims(setup: Setup, results: Results, ablation: pd.DataFrame, p: Any) -> li
                                     & (ablation.split == s)].relative_ppl_instability)
                 for s in splits}
     scale = (f"the seed trained 8 epochs of the whole training split, this profile "
-             f"{p.train['epochs']} epochs of {setup.steps_per_epoch} chunks")
+             f"{c.train.epochs} epochs of {setup.steps_per_epoch} chunks")
     differs = ("the seed's copies at k = 0 saw the same minibatches (only dropout differed); it "
                "kept each run's best-validation state, and its children trained at a constant lr "
                "2.5 (an optimizer-reset bug); " + scale)
@@ -289,10 +349,11 @@ def claims(setup: Setup, results: Results, ablation: pd.DataFrame, p: Any) -> li
     ]
 
 
-def summary(setup: Setup, results: Results, ablation: pd.DataFrame) -> dict[str, str]:
+def summary(c: Config, measured: Mapping[str, Any]) -> dict[str, str]:
     """The numbers the chapter's prose states: R at the first spawn step, after one epoch and at
     the last one (train and test), k*, the noise ablation at its first and last spawn step, and
-    the effect of the seed's α = 0.9 end at the first spawn step."""
+    the effect of the seed's α = 0.9 end at the first spawn step (`measured` as for `claims`)."""
+    setup, results, ablation = measured["setup"], measured["spawn"], measured["ablation"]
     ks = sorted(int(k) for k in results.barriers.spawn_step.unique())
     epoch = setup.steps_per_epoch
     out = {"k_first": str(ks[0]), "k_last": str(ks[-1]), "steps_per_epoch": str(epoch),

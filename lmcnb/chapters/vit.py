@@ -4,53 +4,227 @@ the claims.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import asdict
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
 import torch
-from transformers import ViTConfig
 
+from ..book.params import ChapterConfig, Section, Steps, param
+from ..book.report import Claim, accuracy, at_step, k_star_text, pct, verdict
+from ..core.checks import pretrained_source
 from ..core.hub import from_hub
-from ..data.images import NORMALIZATIONS
+from ..core.ref import Ref
+from ..core.rng import Seeds
+from ..core.steps import parse_steps
+from ..data.vision import require_vision
+from ..experiments.catalog import build
+from ..experiments.executors import Task, get_executor
+from ..experiments.pretrain import publish_weights
+from ..experiments.pruning import platon_hook
+from ..experiments.runs import Run, RunSpec, data_fingerprint
+from ..experiments.setup import Setup
+from ..experiments.study import Results, spawn_study
+from ..lmc.metrics import STABLE_THRESHOLD
+from ..models.pretrained import pretrained_id
 from ..models.vit import ViTShape, load_pretrained, save_pretrained, vit_shape
+from ..train.recipe import TrainConfig
+from .pruning import stability_and_accuracy
+
+CHAPTER = "vit_platon"
+OWN = "own"  # `pretrained="own"`: pretrain here, on Tiny ImageNet-20
+SCORE_NAMES = {"platon": "PLATON", "magnitude": "magnitude"}
+Schedule = Literal["constant", "cosine", "step"]
 
 
-def _augment_ref(dataset: str, normalize: str, augment: dict[str, Any] | None) -> Any:
-    from ..core.ref import Ref
+# -- the parameters ------------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class Images(Section):
+    """How the ViTs see CIFAR-10: size, normalization, and Han and Zhu's augmentation."""
 
-    return Ref.of("augment", "vit", dataset=dataset, normalize=normalize, **(augment or {}))
+    size: int | None = param("resize to size × size (None: the dataset's own)", min=1)
+    normalize: Literal["dataset", "processor"] = param(
+        "'dataset' statistics or the hub processor's (pixels to [-1, 1])")
+    crop_scale: float = param("side of the random crop, as a fraction of the image's", gt=0,
+                              max=1)
+    jitter: list[float] = param("colour jitter: brightness, contrast, saturation, hue", min=0)
+
+    def check(self, path: str) -> None:
+        if len(self.jitter) != 4 or self.jitter[3] > 0.5:
+            raise ValueError(f"{path}.jitter is (brightness, contrast, saturation, hue), hue "
+                             f"<= 0.5 (got {self.jitter!r})")
+
+    def augment(self, dataset: str) -> Ref:
+        """The augmentation's registry entry for `dataset` normalized this way."""
+        return Ref.of("augment", "vit", dataset=dataset, normalize=self.normalize,
+                      crop_scale=self.crop_scale, jitter=tuple(self.jitter))
 
 
-def pretrain(shape: str, train: Any, runs_dir: str | Path, steps: Sequence[int | str], *,
-             dataset: str = "tiny_imagenet", size: int = 32, augment: dict[str, Any] | None = None,
+@dataclass(frozen=True, kw_only=True)
+class FineTune(Section):
+    """Fine-tuning: AdamW with Han and Zhu's augmentation."""
+
+    batch_size: int = param("images per step", min=1)
+    max_steps: Steps = param("length of fine-tuning", min=1)
+    lr: float = param("AdamW learning rate", gt=0)
+    warmup_steps: Steps = param("linear warm-up", min=0)
+    schedule: Schedule = param("learning-rate schedule after the warm-up")
+    weight_decay: float = param("AdamW's decoupled weight decay", default=0.0, min=0)
+    log_every: Steps = param("training loss logged every so many steps", min=1)
+
+    def recipe(self, **changes: Any) -> TrainConfig:
+        """The `TrainConfig` of this section (fields replaced by `changes`)."""
+        s = replace(self, **changes)
+        return TrainConfig(optimizer="adamw", augment=True, eval_every=s.log_every,
+                           batch_size=s.batch_size, max_steps=s.max_steps, lr=s.lr,
+                           warmup_steps=s.warmup_steps, schedule=s.schedule,
+                           weight_decay=s.weight_decay)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Pretrain(Section):
+    """Pretraining here, on Tiny ImageNet-20 at the shape's image size (`pretrained="own"`); the
+    rest of the recipe is the fine-tuning section's."""
+
+    steps: int = param("optimizer steps", min=1)
+    checkpoints: list[int] = param("pretraining steps also published (0: the initialization)",
+                                   min=0)
+    batch_size: int = param("images per step", min=1)
+    lr: float = param("AdamW learning rate", gt=0)
+    warmup_steps: Steps = param("linear warm-up", min=0)
+    schedule: Schedule = param("learning-rate schedule after the warm-up")
+    n_inits: int = param("replicates of the pretraining-length study", min=1)
+
+    def check(self, path: str) -> None:
+        bad = [s for s in self.checkpoints if s >= self.steps]
+        if bad:
+            raise ValueError(f"{path}.checkpoints {bad} are not in [0, {self.steps}) (the last "
+                             "step is always kept)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Pruning(Section):
+    """PLATON and magnitude pruning on one cubic schedule (`lmcnb.prune.platon`)."""
+
+    max_steps: Steps = param("length of a pruning run", min=1)
+    densities: list[float] = param("final densities", gt=0, lt=1)
+    scores: list[Literal["platon", "magnitude"]] = param("the pruning scores compared")
+    initial_warmup: Steps = param("steps before pruning starts", min=0)
+    final_warmup: Steps = param("steps at the final density", min=0)
+    delta_t: int = param("steps per importance window", min=1)
+    beta1: float = param("EMA of the importance", min=0, lt=1)
+    beta2: float = param("EMA of its uncertainty (1: none)", gt=0, max=1)
+
+    def check(self, path: str) -> None:
+        if not self.densities or not self.scores:
+            raise ValueError(f"{path} needs at least one density and one score")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Masked(Section):
+    """Children of masked networks."""
+
+    steps: list[Steps] = param("spawn steps of the fine-tuned model's masked children")
+    scratch_steps: list[Steps] = param("spawn steps of the random init's masked children")
+    n_inits: int = param("replicates", min=1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config(ChapterConfig):
+    """The ViT chapter's parameters."""
+
+    pretrained: str = param("'own' (pretrain here, Tiny ImageNet-20), a hub id or a "
+                            "save_pretrained directory")
+    shape: str = param("ViT shape (lmcnb.models.vit.VIT_SHAPES): the random-init control's and "
+                       "'own''s")
+    images: Images = param("image size, normalization and augmentation")
+    pretrain: Pretrain | None = param("pretraining here (None: no pretraining-length study)")
+    finetune: FineTune = param("the fine-tuning recipe")
+    spawn_steps: list[Steps] = param("spawn steps k of the fine-tuned children")
+    scratch_steps: list[Steps] = param("spawn steps k of the children of the random init")
+    n_inits: int = param("replicates: independent trunks per study", min=1)
+    pruning: Pruning = param("the pruning section")
+    masked: Masked = param("the masked children")
+    n_alpha: int = param("points on the α grid, both ends included", min=2)
+    eval_iters: int | Literal["all"] = param("'all', or evaluation batches per split", min=1)
+    eval_batch: int = param("images per evaluation batch", min=1)
+    seed: int = param("the base seed of every stream", min=0)
+
+    def check(self, path: str) -> None:
+        super().check(path)
+        vit_shape(self.shape)
+        if self.pretrained != OWN:
+            pretrained_source("pretrained", self.pretrained)
+        elif self.pretrain is None:
+            raise ValueError("pretrained='own' needs the pretrain section (steps, checkpoints, …)")
+
+
+JITTER = [0.2, 0.2, 0.2, 0.05]  # brightness, contrast, saturation, hue: the study gives none
+PROFILES = {
+    "paper": dict(
+        pretrained="google/vit-base-patch16-224-in21k", shape="ViTB16",
+        images=dict(size=None, normalize="processor", crop_scale=0.75, jitter=JITTER),
+        pretrain=dict(steps=3000, checkpoints=[0, 300, 1000], batch_size=64, lr=5e-4,
+                      warmup_steps=300, schedule="cosine", n_inits=3),
+        finetune=dict(batch_size=32, max_steps="8ep", lr=2e-4, warmup_steps=0,
+                      schedule="constant", log_every=50),
+        spawn_steps=[0, "1ep", "4ep"], scratch_steps=[0, "1ep", "4ep"], n_inits=3,
+        pruning=dict(max_steps="4ep", densities=[0.2, 0.05], scores=["platon", "magnitude"],
+                     initial_warmup="0.5ep", final_warmup="1ep", delta_t=10, beta1=0.85,
+                     beta2=0.95),
+        masked=dict(steps=[0, "1ep", "4ep"], scratch_steps=[0, "4ep"], n_inits=3),
+        n_alpha=25, eval_iters=10, eval_batch=500, seed=0),
+    "book": dict(
+        pretrained="own", shape="MiniViT",
+        images=dict(size=None, normalize="dataset", crop_scale=0.75, jitter=JITTER),
+        pretrain=dict(steps=600, checkpoints=[0, 100], batch_size=64, lr=1e-3, warmup_steps=30,
+                      schedule="cosine", n_inits=2),
+        finetune=dict(batch_size=64, max_steps=200, lr=1e-3, warmup_steps=10,
+                      schedule="constant", log_every=5),
+        spawn_steps=[0, 50, 150], scratch_steps=[0, 50, 100], n_inits=3,
+        pruning=dict(max_steps=100, densities=[0.2, 0.05], scores=["platon", "magnitude"],
+                     initial_warmup=10, final_warmup=25, delta_t=5, beta1=0.85, beta2=0.95),
+        masked=dict(steps=[0, 50, 150], scratch_steps=[0, 100], n_inits=2),
+        n_alpha=11, eval_iters=1, eval_batch=1000, seed=0),
+    "smoke": dict(
+        pretrained="own", shape="MiniViT",
+        images=dict(size=None, normalize="dataset", crop_scale=0.75, jitter=JITTER),
+        pretrain=dict(steps=3, checkpoints=[0], batch_size=8, lr=1e-3, warmup_steps=1,
+                      schedule="cosine", n_inits=1),
+        finetune=dict(batch_size=8, max_steps=4, lr=1e-3, warmup_steps=1, schedule="constant",
+                      log_every=1),
+        spawn_steps=[0, 2], scratch_steps=[0, 2], n_inits=2,
+        pruning=dict(max_steps=4, densities=[0.2], scores=["platon", "magnitude"],
+                     initial_warmup=1, final_warmup=1, delta_t=1, beta1=0.85, beta2=0.95),
+        masked=dict(steps=[0, 2], scratch_steps=[0, 2], n_inits=1),
+        n_alpha=3, eval_iters=1, eval_batch=32, seed=0),
+}
+Config.profiles = PROFILES
+
+
+def pretrain(shape: str, train: TrainConfig, runs_dir: str | Path, steps: Sequence[int | str], *,
+             images: Images, dataset: str = "tiny_imagenet", size: int = 32,
              device: str = "auto", seed: int = 0, data_dir: str | None = None,
              executor: Any = "serial") -> dict[int, str]:
-    """Pretrain a ViT of `shape` on all classes of `dataset` at `size`×`size` (seed 004's
-    augmentation when `train.augment`, with `augment`'s arguments) as a resumable run on
-    `executor`, and publish its weights at each of `steps` (0 is the initialization) as a
-    `save_pretrained` folder, `<runs_dir>/pretrained/<run id>-step<k>`. Returns {step: folder};
+    """Pretrain a ViT of `shape` on all classes of `dataset` at `size`×`size` (Han and Zhu's
+    augmentation as `images` says, when `train.augment`) as a resumable run on `executor`, and
+    publish its weights at each of `steps` (0 is the initialization) as a `save_pretrained`
+    folder, `<runs_dir>/pretrained/<run id>-step<k>`. Returns {step: folder};
     `load_pretrained(folder, num_labels)` reads any of them as `from_pretrained` reads a hub id."""
-    from ..core.ref import Ref
-    from ..core.rng import Seeds
-    from ..core.steps import parse_steps
-    from ..experiments.catalog import build
-    from ..experiments.executors import Task, get_executor
-    from ..experiments.pretrain import publish_weights
-    from ..experiments.runs import Run, RunSpec, data_fingerprint
-
     data = Ref.of("data", "vit_images", name=dataset, split="train", size=size)
-    images = build(data, data_dir)
-    net = Ref.of("model", "vit", shape=shape, num_labels=len(images.classes))
-    aug = _augment_ref(dataset, "dataset", augment) if train.augment else None
+    labels = len(build(data, data_dir).classes)
+    net = Ref.of("model", "vit", shape=shape, num_labels=labels)
+    aug = replace(images, normalize="dataset").augment(dataset) if train.augment else None
     args = (("vit", tuple(sorted(asdict(vit_shape(shape)).items()))), ("size", size),
-            ("num_labels", len(images.classes)), ("augment", aug.args if aug else None))
+            ("num_labels", labels), ("augment", aug.args if aug else None))
     spec = RunSpec(f"vit-{shape}", dataset, train, Seeds.from_base(seed, "pretrain"), args,
-                   data_fingerprint(images))
+                   data_fingerprint(build(data, data_dir)))
     run = Run(spec, Path(runs_dir) / "train", net, data, device, aug, data_dir=data_dir)
-    per_epoch = train.steps_per_epoch(len(images))
+    per_epoch = train.steps_per_epoch(len(build(data, data_dir)))
     at = sorted({parse_steps(s, per_epoch) for s in steps})
     key = f"train-{spec.run_id}"
     get_executor(executor).run([Task(key, Run.ensure_trained, (run, tuple(at)))], [key])
@@ -63,33 +237,27 @@ def pretrain(shape: str, train: Any, runs_dir: str | Path, steps: Sequence[int |
 
     def load(folder: Path) -> dict[str, torch.Tensor]:
         with torch.random.fork_rng():
-            return load_pretrained(str(folder), len(images.classes)).state_dict()
+            return load_pretrained(str(folder), labels).state_dict()
 
     root = Path(runs_dir) / "pretrained"
     return {k: str(publish_weights(run, k, root / f"{spec.run_id}-step{k}", save, load))
             for k in at}
 
 
-def vit_setup(chapter: str, model: str, train: Any, runs_dir: str | Path, *,
-              shape: str | None = None, pretrained: str | None = None, dataset: str = "cifar10",
-              size: int | None = None, normalize: str = "dataset",
-              augment: dict[str, Any] | None = None, data_dir: str | None = None,
-              **setup_kwargs: Any) -> Any:
+def vit_setup(chapter: str, model: str, train: TrainConfig, runs_dir: str | Path, *,
+              images: Images, shape: str | None = None, pretrained: str | None = None,
+              dataset: str = "cifar10", data_dir: str | None = None,
+              **setup_kwargs: Any) -> Setup:
     """An image-classification `Setup` for a ViT: a random initialization of `shape`, or
     `pretrained` (a hub id or a `save_pretrained` directory) with a new head; either way the head
-    is drawn once, in the trunk's init stream, and its children inherit it. Images are resized to
-    `size` and normalized as `normalize` says (`pixel_stats`); with `train.augment`, seed 004's
-    augmentation takes `augment`'s arguments (`crop_scale`, `jitter`)."""
-    from ..core.ref import Ref
-    from ..experiments.catalog import build
-    from ..experiments.setup import Setup
-    from ..models.pretrained import pretrained_id
-
+    is drawn once, in the trunk's init stream, and its children inherit it. Images are resized and
+    normalized as `images` says; with `train.augment`, Han and Zhu's augmentation takes its
+    arguments."""
     if (shape is None) == (pretrained is None):
         raise ValueError("give a ViT shape (random initialization) or a pretrained source, "
                          "not both")
-    split = {s: Ref.of("data", "vit_images", name=dataset, split=s, size=size,
-                       normalize=normalize) for s in ("train", "test")}
+    split = {s: Ref.of("data", "vit_images", name=dataset, split=s, size=images.size,
+                       normalize=images.normalize) for s in ("train", "test")}
     labels = len(build(split["train"], data_dir).classes)
     if pretrained is not None:
         digest = pretrained_id(pretrained)
@@ -99,8 +267,8 @@ def vit_setup(chapter: str, model: str, train: Any, runs_dir: str | Path, *,
     else:
         net = Ref.of("model", "vit", shape=shape, num_labels=labels)
         start = ("vit", tuple(sorted(asdict(vit_shape(shape)).items())))
-    aug = _augment_ref(dataset, normalize, augment) if train.augment else None
-    args = (start, ("num_labels", labels), ("images", (size, normalize)),
+    aug = images.augment(dataset) if train.augment else None
+    args = (start, ("num_labels", labels), ("images", (images.size, images.normalize)),
             ("augment", aug.args if aug else None))
     return Setup(chapter=chapter, model=model, dataset=dataset, net=net,
                  train_data=split["train"], test_data=split["test"], train=train,
@@ -108,137 +276,88 @@ def vit_setup(chapter: str, model: str, train: Any, runs_dir: str | Path, *,
                  **setup_kwargs)
 
 
-CHAPTER = "vit_platon"
-
-
-OWN = "own"  # `pretrained="own"`: pretrain here, on Tiny ImageNet-20
-
-
-SCORE_NAMES = {"platon": "PLATON", "magnitude": "magnitude"}
-
-
-RECIPE_KEYS = ("batch_size", "max_steps", "lr", "warmup_steps", "schedule", "weight_decay",
-               "log_every")
-
-
-def recipe(section: dict[str, Any]) -> Any:
-    """A section's training recipe: AdamW, seed 004's augmentation, and the section's
-    `RECIPE_KEYS` (the loss is logged every `log_every` steps)."""
-    from ..core.checks import at_least
-    from ..core.steps import parse_steps
-    from ..train.recipe import TrainConfig
-
-    values = {k: v for k, v in section.items() if k in RECIPE_KEYS}
-    at_least("batch_size", values.get("batch_size"), 1)
-    parse_steps(values.get("max_steps"), 1)
-    log_every = values.pop("log_every", "1ep")
-    return TrainConfig(optimizer="adamw", augment=True, eval_every=log_every, **values)
-
-
-def chapter_setup(p: Any, start: str, source: str | None = None) -> Any:
+def chapter_setup(c: Config, start: str, source: str | None = None) -> Setup:
     """The chapter's CIFAR-10 `Setup` named `<shape>-<start>`: a random initialization of
-    `p.shape` (`source=None`), or the pretrained model in `source` (of that shape), fine-tuned
-    with `p.finetune`."""
-    images = p.images
+    `c.shape` (`source=None`), or the pretrained model in `source` (of that shape), fine-tuned
+    with `c.finetune`."""
     if source is not None:
-        c, want = from_hub(ViTConfig, source), vit_shape(p.shape)
-        found = ViTShape(c.image_size, c.patch_size, c.hidden_size, c.num_hidden_layers,
-                         c.num_attention_heads, c.intermediate_size, c.hidden_dropout_prob)
-        if found != want:
-            raise ValueError(f"the pretrained model {source} has shape {found}, but shape "
-                             f"{p.shape!r} is {want}: the random-init control must match it")
-    return vit_setup(CHAPTER, f"{p.shape}-{start}", recipe(p.finetune), p.runs_dir,
-                     shape=p.shape if source is None else None, pretrained=source,
-                     size=images.get("size"), normalize=images["normalize"],
-                     augment={"crop_scale": images["crop_scale"],
-                              "jitter": tuple(images["jitter"])},
-                     data_dir=p.data_dir, device=p.device or "auto", seed=p.seed,
-                     n_alpha=p.n_alpha, eval_iters=p.eval_iters, eval_batch_size=p.eval_batch)
+        check_shape(c, source)
+    return vit_setup(CHAPTER, f"{c.shape}-{start}", c.finetune.recipe(), c.runs_dir,
+                     images=c.images, shape=c.shape if source is None else None,
+                     pretrained=source, data_dir=c.data_dir, device=c.device or "auto",
+                     seed=c.seed, n_alpha=c.n_alpha, eval_iters=c.eval_iters,
+                     eval_batch_size=c.eval_batch)
 
 
-def pruning_setup(p: Any, setup: Any) -> Any:
-    """`setup` with the pruning section's length (seed 004 pruned for half the fine-tuning)."""
-    from dataclasses import replace
+def check_shape(c: Config, source: str) -> None:
+    """Refuse a pretrained model whose shape is not `c.shape` (the random-init control's)."""
+    from transformers import ViTConfig
 
-    return replace(setup, train=replace(setup.train, max_steps=p.pruning["max_steps"]))
+    found_config, want = from_hub(ViTConfig, source), vit_shape(c.shape)
+    f = found_config
+    found = ViTShape(f.image_size, f.patch_size, f.hidden_size, f.num_hidden_layers,
+                     f.num_attention_heads, f.intermediate_size, f.hidden_dropout_prob)
+    if found != want:
+        raise ValueError(f"the pretrained model {source} has shape {found}, but shape "
+                         f"{c.shape!r} is {want}: the random-init control must match it")
 
 
-def pruning_hooks(p: Any, setup: Any) -> dict[str, Any]:
+def pruning_setup(c: Config, setup: Setup) -> Setup:
+    """`setup` with the pruning section's length (Han and Zhu pruned for half the fine-tuning)."""
+    return replace(setup, train=replace(setup.train, max_steps=c.pruning.max_steps))
+
+
+def pruning_hooks(c: Config, setup: Setup) -> dict[str, Ref]:
     """One hook per score and density of the pruning section, named like "PLATON 20%"."""
-    from ..experiments.pruning import platon_hook
-
-    ps, cfg = pruning_setup(p, setup), p.pruning
+    ps, cfg = pruning_setup(c, setup), c.pruning
     return {f"{SCORE_NAMES[score]} {d:.0%}": platon_hook(
-        ps, d, score=score, initial_warmup=cfg["initial_warmup"],
-        final_warmup=cfg["final_warmup"], delta_t=cfg["delta_t"], beta1=cfg["beta1"],
-        beta2=cfg["beta2"]) for score in cfg["scores"] for d in cfg["densities"]}
+        ps, d, score=score, initial_warmup=cfg.initial_warmup, final_warmup=cfg.final_warmup,
+        delta_t=cfg.delta_t, beta1=cfg.beta1, beta2=cfg.beta2)
+        for score in cfg.scores for d in cfg.densities}
 
 
-def check(p: Any) -> Any:
-    """Check every chapter parameter before anything trains; returns the random-init setup."""
-    from ..core.checks import at_least, choose, pretrained_source
-    from ..core.steps import step_list
-    from ..data.vision import require_vision
-    from ..experiments.catalog import build
-    from ..experiments.executors import get_executor
-    from ..prune.platon import SCORES
-
-    if p.pretrained != OWN:
-        pretrained_source("pretrained", p.pretrained)
-    vit_shape(p.shape)
-    require_vision("cifar10", p.data_dir)
-    if p.pretrained == OWN and not p.pretrain:
-        raise ValueError("pretrained='own' needs the pretrain section (steps, checkpoints, ...)")
-    if p.pretrain:
-        require_vision("tiny_imagenet", p.data_dir)
-        at_least("pretrain steps", p.pretrain["steps"], 1)
-        at_least("pretrain n_inits", p.pretrain["n_inits"], 1)
-        bad = [s for s in p.pretrain["checkpoints"] if not 0 <= s < p.pretrain["steps"]]
-        if bad:
-            raise ValueError(f"pretraining checkpoint(s) {bad} are not in [0, "
-                             f"{p.pretrain['steps']}) (the last step is always kept)")
-        recipe({**p.finetune, **p.pretrain, "max_steps": p.pretrain["steps"]})
-    choose("normalize", p.images["normalize"], NORMALIZATIONS)
-    build(_augment_ref("cifar10", p.images["normalize"], {
-        "crop_scale": p.images["crop_scale"], "jitter": tuple(p.images["jitter"])}))
-    at_least("n_inits", p.n_inits, 1)
-    at_least("masked n_inits", p.masked["n_inits"], 1)
-    at_least("eval_batch", p.eval_batch, 1)
-    bad = [d for d in p.pruning["densities"] if not (isinstance(d, float) and 0 < d < 1)]
-    if bad or not p.pruning["densities"]:
-        raise ValueError(f"prune densities must be fractions in (0, 1) (got {bad})")
-    for score in p.pruning["scores"]:
-        choose("prune score", score, SCORES)
-    get_executor(p.executor)
-    scratch = chapter_setup(p, "scratch")
-    scratch.steps(step_list("spawn_steps", p.spawn_steps), "spawn_steps")
-    scratch.steps(step_list("scratch_steps", p.scratch_steps), "scratch_steps")
-    for key in ("steps", "scratch_steps"):
-        scratch.steps(step_list(f"masked {key}", p.masked[key]), f"masked {key}")
-    pruning_hooks(p, scratch)
-    return scratch
+def setups(c: Config) -> dict[str, Setup]:
+    """The random-init setup ("from scratch"), with every value of `c` checked against the data
+    first — spawn steps against the length of training, the pruning schedule, a hub model's shape;
+    nothing trains. The fine-tuned setup needs the pretrained model: `finetuned_setup`."""
+    require_vision("cifar10", c.data_dir)
+    if c.pretrain is not None:
+        require_vision("tiny_imagenet", c.data_dir)
+    elif c.pretrained != OWN:
+        check_shape(c, c.pretrained)
+    scratch = chapter_setup(c, "scratch")
+    for name, steps in (("spawn_steps", c.spawn_steps), ("scratch_steps", c.scratch_steps),
+                        ("masked.steps", c.masked.steps),
+                        ("masked.scratch_steps", c.masked.scratch_steps)):
+        scratch.steps(steps, name)
+    pruning_hooks(c, scratch)
+    return {"from scratch": scratch}
 
 
-def own_checkpoints(p: Any) -> dict[int, str]:
-    """{pretraining step: folder} of the model pretrained here: `p.shape` on Tiny ImageNet-20 at
-    its image size for `p.pretrain["steps"]`, kept at every checkpoint step and at the end; {}
+def own_checkpoints(c: Config) -> dict[int, str]:
+    """{pretraining step: folder} of the model pretrained here: `c.shape` on Tiny ImageNet-20 at
+    its image size for `c.pretrain.steps`, kept at every checkpoint step and at the end; {}
     without a pretrain section. `pretrained="own"` fine-tunes the last of them."""
-    if not p.pretrain:
+    pt = c.pretrain
+    if pt is None:
         return {}
-    section = p.pretrain
-    train = recipe({**p.finetune, **section, "max_steps": section["steps"]})
-    augment = {"crop_scale": p.images["crop_scale"], "jitter": tuple(p.images["jitter"])}
-    return pretrain(p.shape, train, p.runs_dir, [*section["checkpoints"], section["steps"]],
-                    size=vit_shape(p.shape).image_size, augment=augment, device=p.device or "auto",
-                    seed=p.seed, data_dir=p.data_dir, executor=p.executor)
+    train = c.finetune.recipe(batch_size=pt.batch_size, max_steps=pt.steps, lr=pt.lr,
+                              warmup_steps=pt.warmup_steps, schedule=pt.schedule)
+    return pretrain(c.shape, train, c.runs_dir, [*pt.checkpoints, pt.steps], images=c.images,
+                    size=vit_shape(c.shape).image_size, device=c.device or "auto", seed=c.seed,
+                    data_dir=c.data_dir, executor=c.executor)
+
+
+def finetuned_setup(c: Config, checkpoints: Mapping[int, str]) -> Setup:
+    """The fine-tuned setup: from the last checkpoint pretrained here (`pretrained="own"`), else
+    from `c.pretrained`."""
+    if c.pretrained == OWN:
+        return chapter_setup(c, f"pt{max(checkpoints)}", checkpoints[max(checkpoints)])
+    return chapter_setup(c, "pretrained", c.pretrained)
 
 
 def describe(setups: dict[str, Any]) -> Any:
     """The models and their data, one row per setup."""
-    import pandas as pd
-
-    from ..experiments.catalog import build
-
     rows = []
     for name, s in setups.items():
         with torch.random.fork_rng():
@@ -255,24 +374,19 @@ def describe(setups: dict[str, Any]) -> Any:
     return pd.DataFrame(rows).set_index("model")
 
 
-def pretraining_length(p: Any, checkpoints: dict[int, str],
-                       executor: Any = "serial") -> dict[int, Any]:
+def pretraining_length(c: Config, checkpoints: Mapping[int, str]) -> dict[int, Results]:
     """{pretraining step: spawn study at k = 0} of children fine-tuned from each checkpoint
-    (`p.pretrain["n_inits"]` replicates each)."""
-    from ..experiments.study import spawn_study
-
-    return {step: spawn_study(chapter_setup(p, f"pt{step}", folder), [0],
-                              n_inits=p.pretrain["n_inits"], executor=executor)
+    (`c.pretrain.n_inits` replicates each), on the chapter's executor."""
+    if c.pretrain is None:
+        return {}
+    return {step: spawn_study(chapter_setup(c, f"pt{step}", folder), [0],
+                              n_inits=c.pretrain.n_inits, executor=c.executor)
             for step, folder in sorted(checkpoints.items())}
 
 
 def pretraining_table(studies: dict[int, Any]) -> Any:
     """Per pretraining length: the instability of children spawned at k = 0 of fine-tuning, its
     verdict, and the children's accuracy."""
-    import pandas as pd
-
-    from ..book.report import accuracy, at_step, pct, verdict
-
     return pd.DataFrame([{"pretraining steps": step, "pairs": int((r.barriers.split == "test")
                                                                   .sum()),
                           "instability at k=0 (test error)": pct(*at_step(r, 0)),
@@ -285,9 +399,6 @@ def plot_pretraining_length(studies: dict[int, Any], scratch: Any | None = None)
     """Instability of fine-tuning children (k = 0) against the pretraining length of their
     starting model, with the threshold and, dashed, the random-init control at k = 0."""
     import matplotlib.pyplot as plt
-
-    from ..book.report import at_step
-    from ..lmc.metrics import STABLE_THRESHOLD
 
     steps = sorted(studies)
     mean, ci = zip(*(at_step(studies[s], 0) for s in steps))
@@ -309,9 +420,6 @@ def plot_pretraining_length(studies: dict[int, Any], scratch: Any | None = None)
 def step_timing(runs: dict[str, Any]) -> Any:
     """Seconds per optimizer step of finished runs, from their `events.jsonl` (each stretch from
     a start — init, spawn or resume — to `done`; checkpoint writes and logging included)."""
-    import json
-
-    import pandas as pd
 
     rows = []
     for name, run in runs.items():
@@ -338,17 +446,15 @@ def _row(table: Any, run: str) -> float | None:
     return None if found.empty else float(found["test accuracy"].iloc[0])
 
 
-def summary(results: dict[str, Any], length: dict[int, Any], pruning: Any,
-            masked: dict[str, Any], random: Any, reinit: Any) -> dict[str, str]:
-    """The numbers the chapter's prose states. `results`: the "fine-tuned" and "from scratch"
-    spawn studies; `length`: `pretraining_length`; `pruning`: `prune.pruning_table` (first row
-    dense); `masked`: spawn studies of masked children, the first of the fine-tuned model with
-    the PLATON mask; its controls at k = 0: a `random` mask of the same per-layer density, and
-    the same mask on a random initialization (`reinit`)."""
+def summary(c: Config, measured: Mapping[str, Any]) -> dict[str, str]:
+    """The numbers the chapter's prose states. `measured`: `spawn`, the "fine-tuned" and "from
+    scratch" spawn studies; `length`: `pretraining_length`; `pruning`: the pruning table (first
+    row dense); `masked`: spawn studies of masked children, the first of the fine-tuned model
+    with the PLATON mask; its controls at k = 0: a `random` mask of the same per-layer density,
+    and the same mask on a random initialization (`reinit`)."""
+    results, length, pruning = measured["spawn"], measured["length"], measured["pruning"]
+    masked, random, reinit = measured["masked"], measured["random"], measured["reinit"]
     from scipy.stats import spearmanr
-
-    from ..book.report import accuracy, at_step, k_star_text, pct, verdict
-    from .pruning import stability_and_accuracy
 
     out = {}
     for key, name in (("ft", "fine-tuned"), ("scratch", "from scratch")):
@@ -378,12 +484,11 @@ def summary(results: dict[str, Any], length: dict[int, Any], pruning: Any,
     return out
 
 
-def claims(results: dict[str, Any], pruning: Any, masked: dict[str, Any], random: Any,
-           reinit: Any) -> list[Any]:
-    """Han & Zhu's statements (and Frankle et al.'s) against this chapter's measurements."""
-    from ..book.report import Claim, at_step
-    from .pruning import stability_and_accuracy
-
+def claims(c: Config, measured: Mapping[str, Any]) -> list[Claim]:
+    """Han & Zhu's statements (and Frankle et al.'s) against this chapter's measurements
+    (`measured` as for `summary`)."""
+    results, pruning, masked = measured["spawn"], measured["pruning"], measured["masked"]
+    random, reinit = measured["random"], measured["reinit"]
     def gap(a: float | None, b: float | None) -> float | None:
         return None if a is None or b is None else a - b
 

@@ -44,21 +44,29 @@ def pruned_runs(setup: Any, hooks: Mapping[str, Any], executor: Any = "serial") 
     return runs
 
 
+def finished_weights(run: Any) -> dict[str, torch.Tensor]:
+    """The endpoint weights of a finished run (`NotTrained` if it has not finished); a checkpoint
+    that fails verification is re-made (`Run.ensure_weights`), the only training this does."""
+    run.final_step()
+    return run.ensure_weights()
+
+
 def mask_of(run: Any, include: tuple[str, ...] = VIT_PRUNABLE) -> Any:
     """The mask of a finished pruning run (its nonzero selected weights), saved in its folder;
-    returns the hook that keeps it (`save_mask`)."""
-    return save_mask(final_mask(run.weights(), include), run.dir)
+    returns the hook that keeps it (`save_mask`: a damaged file is re-made, the same mask)."""
+    return save_mask(final_mask(finished_weights(run), include), run.dir)
 
 
 def random_like(mask_hook: Any, seed: int) -> Any:
     """A mask hook keeping as many entries of each tensor as `mask_hook`'s mask, at random places
-    (drawn from `seed`), saved beside it."""
+    (drawn from `seed`), saved beside it (`save_mask`: a damaged file is re-made, the same
+    draw)."""
     mask = random_mask(hook_mask(mask_hook), torch.Generator().manual_seed(seed))
     return save_mask(mask, Path(mask_hook.kwargs()["path"]).parent)
 
 
 def hook_mask(mask_hook: Any) -> Mask:
-    """The mask a `Ref.of("hook", "mask", ...)` keeps."""
+    """The mask a `Ref.of("hook", "mask", ...)` keeps, verified (`load_mask`)."""
     args = mask_hook.kwargs()
     return load_mask(args["path"], args["digest"])
 

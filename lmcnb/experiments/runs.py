@@ -347,6 +347,9 @@ def data_fingerprint(train: TensorData, val: TensorData | None = None) -> str:
 
 
 def _write_log(path: Path, rows: list[dict[str, float]]) -> None:
+    """The training log as a table with its digest beside it (`lmcnb.experiments.tables`)."""
     import pandas as pd
 
-    atomic_write_text(path, pd.DataFrame(rows).to_csv(index=False))
+    from .tables import write_table
+
+    write_table(path, pd.DataFrame(rows))

@@ -62,10 +62,21 @@ def _split_top(text: str) -> list[str]:
 
 
 def _yaml(text: str, what: str) -> Any:
+    """`text` as YAML (the safe loader), a key given twice in one mapping refused (YAML itself
+    would keep the last)."""
     import yaml
 
+    class Loader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> dict:
+            keys = [(self.construct_object(k, deep=True), k) for k, _ in node.value]
+            for i, (key, key_node) in enumerate(keys):
+                if any(key == earlier for earlier, _ in keys[:i]):
+                    raise ValueError(f"{what}: {key!r} is given twice (line "
+                                     f"{key_node.start_mark.line + 1})")
+            return super().construct_mapping(node, deep)
+
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=Loader)
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or type(exc).__name__
         raise ValueError(f"{what}: {text!r} is not a YAML value ({problem})") from None

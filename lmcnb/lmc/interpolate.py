@@ -6,6 +6,7 @@ Data is preloaded on the device, so an α costs only its forward passes.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -72,7 +73,10 @@ def interpolation_curve(model: nn.Module, state_a: dict[str, torch.Tensor],
     """Loss and error at each α on each split, and the A/B prediction disagreement on "test".
 
     `splits` hold data already on the model's device (see `eval_subset`). Returns a frame with
-    columns split, alpha, loss, error, and the disagreement (nan without a "test" split).
+    columns split, alpha, loss, error, and the disagreement (nan without a "test" split). Where
+    the loss is not finite the model's output was not, so neither its top-1 error nor its
+    predictions are measurements: the error is nan there, and so is a disagreement that would
+    rest on such predictions.
     `compile=True` evaluates through `torch.compile(model)`: opt-in, as compiling costs tens of
     seconds on CPU; it pays off only for long curves (a 25-α LeNet5 curve on 10,000 images:
     1.8x faster).
@@ -91,10 +95,11 @@ def interpolation_curve(model: nn.Module, state_a: dict[str, torch.Tensor],
             for split, data in splits.items():
                 endpoint = split == "test" and float(alpha) in (0.0, 1.0)
                 out = evaluate(forward, data, batch_size, predictions=endpoint)
-                if endpoint:
+                measured = math.isfinite(out.loss)
+                if endpoint and measured:
                     preds[float(alpha)] = out.predictions
                 rows.append({"split": split, "alpha": float(alpha), "loss": out.loss,
-                             "error": out.error})
+                             "error": out.error if measured else math.nan})
     disagreement = (float((preds[0.0] != preds[1.0]).float().mean()) if len(preds) == 2
                     else float("nan"))
     return pd.DataFrame(rows), disagreement

@@ -74,19 +74,40 @@ def midpoint(alphas: np.ndarray, values: np.ndarray) -> float:
 def barriers(alphas: Sequence[float], loss: Sequence[float], error: Sequence[float],
              language_model: bool = False,
              threshold: float = STABLE_THRESHOLD) -> dict[str, float | bool]:
-    """All per-curve quantities; `stable` uses I_E for classifiers and R for language models."""
+    """All per-curve quantities; `stable` uses I_E for classifiers and R for language models.
+
+    A point whose loss or error is not finite was not measured (the model's output there was not
+    finite, so its top-1 error is not one either): every quantity that reads it is +inf, its α
+    is the quantity's α*, and the pair is not stable. `nonfinite_alpha` is the first such α (nan
+    when every point is finite).
+    """
     a = np.asarray(alphas, float)
-    loss_b, loss_at = barrier(a, loss)
-    err_b, err_at = barrier(a, error)
+    loss, error = np.asarray(loss, float), np.asarray(error, float)
+    measured = np.isfinite(loss) & np.isfinite(error)
+    nonfinite = float(a[~measured][0]) if not measured.all() else float("nan")
+    # Unmeasured points as nan: each quantity is then nan (or ±inf) exactly where it reads one.
+    loss, error = np.where(measured, loss, np.nan), np.where(measured, error, np.nan)
+
+    def worst(value: float) -> float:
+        return value if math.isfinite(value) else math.inf
+
+    def peak(values: np.ndarray) -> tuple[float, float]:
+        b, at = barrier(a, values)
+        return (b, at) if math.isfinite(b) else (math.inf, nonfinite)
+
+    loss_b, loss_at = peak(loss)
+    err_b, err_at = peak(error)
     out: dict[str, float | bool] = {
         "loss_barrier": loss_b, "alpha_star_loss": loss_at,
         "error_barrier": err_b, "alpha_star_error": err_at,
-        "instability_loss": instability(loss), "instability_error": instability(error),
-        "midpoint_loss": midpoint(a, loss), "midpoint_error": midpoint(a, error),
-        "alpha_star": float(a[int(np.argmax(error))]),
+        "instability_loss": worst(instability(loss)),
+        "instability_error": worst(instability(error)),
+        "midpoint_loss": worst(midpoint(a, loss)), "midpoint_error": worst(midpoint(a, error)),
+        "alpha_star": float(a[int(np.argmax(error))]),  # argmax: the first nan, if any
+        "nonfinite_alpha": nonfinite,
     }
     if language_model:
-        out["relative_ppl_instability"] = relative_ppl_instability(loss)
+        out["relative_ppl_instability"] = worst(relative_ppl_instability(loss))
         out["stable"] = out["relative_ppl_instability"] < threshold
     else:
         out["stable"] = out["instability_error"] < threshold

@@ -7,6 +7,10 @@ lottery tickets m ⊙ W_k are built here.
 """
 from __future__ import annotations
 
+import json
+import os
+import socket
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -107,25 +111,66 @@ def mask_digest(mask: Mapping[str, torch.Tensor]) -> str:
 def save_mask(mask: Mapping[str, torch.Tensor], folder: str | Path) -> Any:
     """Write `mask` to `<folder>/mask-<digest>.safetensors` (atomically, verified on load) and
     return the hook that keeps it: `Ref.of("hook", "mask", path=..., digest=...)`. A run's
-    identity holds the digest, not the path."""
+    identity holds the digest, not the path.
+
+    A file already there is verified; one that fails (damaged, or another mask's) is moved aside
+    to `*.damaged` and written again from `mask`, with one line printed for the reader and a
+    `remade` event in `<folder>/events.jsonl`."""
     from ..core.checkpoint import save_state
+    from ..core.files import folder_lock
     from ..core.ref import Ref
 
     digest = mask_digest(mask)
     path = Path(folder) / f"mask-{digest}.safetensors"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+    ref = Ref.of("hook", "mask", path=str(path), digest=digest)
+    if _fault(path, digest) is None:
+        return ref
+    with folder_lock(path.parent):
+        damage = _fault(path, digest)  # again: another process may have made it meanwhile
+        if damage is None:
+            return ref
+        if damage:
+            os.replace(path, path.with_suffix(".damaged"))
         save_state(path, {"mask": {name: m.cpu() for name, m in mask.items()}},
                    identity={"mask": digest})
-    return Ref.of("hook", "mask", path=str(path), digest=digest)
+    if damage:
+        reason = " ".join(damage.replace(f"checkpoint {path}", "the file").split())
+        print(f"re-made {path}: {reason} (kept as {path.with_suffix('.damaged').name})")
+        _event(path.parent, "remade", file=path.name, error=damage)
+    return ref
+
+
+def _fault(path: Path, digest: str) -> str | None:
+    """None if `path` holds the mask `digest`, "" if there is no file, else why it fails."""
+    from ..core.checkpoint import CheckpointError
+
+    try:
+        load_mask(path, digest)
+    except FileNotFoundError:
+        return ""
+    except CheckpointError as exc:
+        return str(exc)
+    return None
+
+
+def _event(folder: Path, event: str, **fields: Any) -> None:
+    """Append a line to `folder/events.jsonl` (the log of the run whose folder it is)."""
+    line = json.dumps({"time": round(time.time(), 3), "event": event,
+                       "host": socket.gethostname(), "pid": os.getpid(), **fields})
+    with open(folder / "events.jsonl", "a") as fh:
+        fh.write(line + "\n")
 
 
 def load_mask(path: str | Path, digest: str) -> Mask:
-    """The mask `save_mask` wrote to `path`, refused (a `CheckpointError`) unless it is `digest`."""
-    from ..core.checkpoint import load_state
+    """The mask `save_mask` wrote to `path`, refused (a `CheckpointError` naming the file) unless
+    it verifies and holds the mask `digest`."""
+    from ..core.checkpoint import CheckpointError, load_state
 
     mask = load_state(path, identity={"mask": digest})["mask"]
     _check(mask)
+    if mask_digest(mask) != digest:
+        raise CheckpointError(f"checkpoint {path} holds the mask {mask_digest(mask)}, not "
+                              f"{digest}: it was written from another mask")
     return mask
 
 
