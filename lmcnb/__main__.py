@@ -9,6 +9,7 @@ COMMANDS = {"sweep": "run a chapter notebook over a grid of parameters (lmcnb sw
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run `lmcnb <command> ...`; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in COMMANDS:
         usage = "\n".join(f"  lmcnb {name:6s} {text}" for name, text in COMMANDS.items())

@@ -9,6 +9,7 @@ import struct
 
 import pytest
 import torch
+from helpers import assert_same
 from torch import nn
 
 from lmcnb.core import checkpoint
@@ -16,25 +17,6 @@ from lmcnb.core.checkpoint import CheckpointError, load_state, save_state
 from lmcnb.core.files import atomic_write_text
 from lmcnb.core.rng import RngStreams, Seeds
 from lmcnb.models.cnn import LeNet5
-
-
-def _assert_same(a, b, where="state"):
-    """Recursive equality: tensors with torch.equal (and dtype), containers by type and content."""
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape, where
-        assert torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert isinstance(b, dict) and list(a.keys()) == list(b.keys()), where
-        for k in a:
-            _assert_same(a[k], b[k], f"{where}/{k}")
-    elif isinstance(a, (list, tuple)):
-        assert type(a) is type(b) and len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            _assert_same(x, y, f"{where}/{i}")
-    elif isinstance(a, float) and math.isnan(a):
-        assert isinstance(b, float) and math.isnan(b), where
-    else:
-        assert type(a) is type(b) and a == b, where
 
 
 def _trained_state():
@@ -78,13 +60,13 @@ def test_round_trip_of_nested_state(tmp_path):
     state["shared"] = {"base": base, "again": base, "head": base[:5], "tail": base[5:]}
     path = tmp_path / "a" / "b" / "state.safetensors"  # folders are created
     save_state(path, state)
-    _assert_same(state, load_state(path))
+    assert_same(state, load_state(path))
 
 
 def test_round_trip_of_model_optimizer_and_rng(saved, tmp_path):
     path, state = saved
     loaded = load_state(path)
-    _assert_same(state, loaded)
+    assert_same(state, loaded)
     # What was loaded restores a working model, optimizer and RNG streams.
     _, model, opt = _trained_state()
     model2 = LeNet5()
@@ -227,7 +209,7 @@ def test_loading_does_not_go_through_pickle(saved, monkeypatch):
     monkeypatch.setattr(pickle, "loads", boom)
     monkeypatch.setattr(pickle, "Unpickler", boom)
     monkeypatch.setattr(torch, "load", boom)
-    _assert_same(state, load_state(path))
+    assert_same(state, load_state(path))
 
 
 # -- atomic writes -----------------------------------------------------------------------------
@@ -245,7 +227,7 @@ def test_failed_save_leaves_previous_file_and_no_temp_files(saved, monkeypatch):
         save_state(path, {"model": {"w": torch.zeros(3)}})
     assert path.read_bytes() == before
     assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
-    _assert_same(state, load_state(path))
+    assert_same(state, load_state(path))
 
     def interrupted(tensors, filename, metadata=None):
         with open(filename, "wb") as fh:

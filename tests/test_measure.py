@@ -72,7 +72,7 @@ def test_save_pretrained_folders_give_the_numbers_of_the_chapter_path(tmp_path, 
     tokenizer = Ref.of("tokenizer", "char", corpus="shakespeare")
     config = hf_config(GPTConfig(2, 2, 32, 8, "char"), len(build(tokenizer, str(data_dir))))
     setup = lm_setup("t", "tiny", config, tokenizer, "shakespeare", TrainConfig(), tmp_path,
-                     eval_batch_tokens=512, chars=1601, data_dir=str(data_dir), device="cpu")
+                     eval_tokens=512, chars=1601, data_dir=str(data_dir), device="cpu")
     folders, states = [], []
     for seed in (0, 1):
         torch.manual_seed(seed)

@@ -13,8 +13,10 @@ from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
+import pandas as pd
 import pytest
 import torch
+from helpers import assert_same
 from safetensors.torch import load_file
 from torch import nn
 
@@ -66,22 +68,6 @@ def _trainer(cfg: TrainConfig, hooks=(), seeds=SEEDS, start=None) -> Trainer:
         model.load_state_dict(start)
     return Trainer(model, cfg, _data(), streams, augment=vit_augment((0.5,) * 3, (0.25,) * 3),
                    hooks=hooks)
-
-
-def _assert_same(a, b, where="state"):
-    """Bit-equality of nested states."""
-    if isinstance(a, torch.Tensor):
-        assert a.dtype == b.dtype and torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert list(a) == list(b), where
-        for k in a:
-            _assert_same(a[k], b[k], f"{where}/{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            _assert_same(x, y, f"{where}/{i}")
-    else:
-        assert a == b, where
 
 
 # -- the schedule and the score ----------------------------------------------------------------
@@ -276,7 +262,7 @@ def test_killed_pruning_run_resumes_bit_identically(tmp_path):
     resumed = _trainer(cfg, hooks=[Platon(schedule)], seeds=Seeds(9, 9, 9, 9))
     resumed.load_state_dict(state)
     resumed.run(30)
-    _assert_same(resumed.state_dict(), straight.state_dict())
+    assert_same(resumed.state_dict(), straight.state_dict())
     # The check can fail: resumed without PLATON's windows and averages, the run ends elsewhere.
     state["hooks"] = [None]
     amnesic = _trainer(cfg, hooks=[Platon(schedule)])
@@ -444,8 +430,8 @@ def test_killed_pruning_run_resumes_bit_identically_from_its_last_checkpoint(tmp
     assert last["progress"]["step"] == 10 and last["hooks"][0]["step"] == 10
     assert _toy_run(tmp_path / "killed", (_platon_ref(),)).ensure_trained().final_step() == 30
     a, b = straight.ensure_state(30), killed.ensure_state(30)
-    _assert_same(a["model"], b["model"], "model")
-    _assert_same(a["hooks"], b["hooks"], "hooks")
+    assert_same(a["model"], b["model"], "model")
+    assert_same(a["hooks"], b["hooks"], "hooks")
     assert density(prunable(b["model"])) == pytest.approx(0.3, abs=1e-3)
     events = [line for line in (killed.dir / "events.jsonl").read_text().splitlines()]
     assert '"event": "resume"' in events[-2] and '"step": 10' in events[-2]
@@ -557,8 +543,8 @@ def test_a_damaged_platon_mask_is_moved_aside_and_remade_as_a_fresh_folder_makes
     capsys.readouterr()
     assert mask_of(run) == ref
     out = capsys.readouterr().out.splitlines()
-    assert len(out) == 1 and out[0].startswith(f"re-made {path}: the file ")
-    assert out[0].endswith(f"(kept as {path.stem}.damaged)")
+    assert len(out) == 1 and out[0].startswith(f"lmcnb: set aside {path} (")
+    assert out[0].endswith("; it is re-made from the mask")
     assert path.with_suffix(".damaged").read_bytes() == damaged
     fresh = _copy_of(pruned_run_folder, tmp_path / "fresh")
     _same_file(path, Path(mask_of(fresh).kwargs()["path"]))
@@ -581,7 +567,7 @@ def test_a_damaged_random_control_is_verified_on_a_rerun_and_remade_the_same_dra
     capsys.readouterr()
     assert random_like(mask_of(run), seed=3) == control
     out = capsys.readouterr().out.splitlines()
-    assert len(out) == 1 and out[0].startswith(f"re-made {path}: ")
+    assert len(out) == 1 and out[0].startswith(f"lmcnb: set aside {path} (")
     fresh = _copy_of(pruned_run_folder, tmp_path / "fresh")
     _same_file(path, Path(random_like(mask_of(fresh), seed=3).kwargs()["path"]))
     assert _events(run)[-1]["event"] == "remade" and path.with_suffix(".damaged").exists()
@@ -600,25 +586,21 @@ def test_a_damaged_final_checkpoint_is_remade_before_its_mask_is_read(tmp_path,
     assert [e["event"] for e in _events(run)][-2:] == ["damaged", "init"]  # re-made by training
 
 
-def test_a_training_log_that_is_missing_or_fails_its_digest_is_an_error_naming_it(
-        tmp_path, pruned_run_folder):
+def test_a_training_log_that_is_missing_or_fails_its_digest_is_re_made_from_the_checkpoint(
+        tmp_path, pruned_run_folder, capsys):
     run = _copy_of(pruned_run_folder, tmp_path / "runs")
     log, digest = run.dir / "log.csv", run.dir / "log.csv.sha256"
     assert list(prune.training_log(run).columns[:2]) == ["step", "train_loss"]  # as written
-    steps, events = run.saved_steps(), _events(run)
-
-    def refused(problem: str) -> None:
-        with pytest.raises(RuntimeError) as info:
-            prune.plot_training_loss({"PLATON": run})
-        assert str(info.value) == (
-            f"the training log {log} {problem}: it cannot be re-made without training the run "
-            f"again; to do so, delete the run folder {run.dir} and run this again")
-
+    written, steps, events = log.read_bytes(), run.saved_steps(), _events(run)
     log.write_text(log.read_text() + "a stray line\n")  # pandas: "No numeric types to aggregate"
-    with pytest.warns(UserWarning, match="does not match its digest"):  # read_table's notice
-        refused("does not match its digest (damaged or edited)")
+    prune.plot_training_loss({"PLATON": run})
+    out = capsys.readouterr().out
+    assert f"set aside {log} (it does not match its digest)" in out
+    assert f"re-made {log} from the final checkpoint" in out
+    assert log.read_bytes() == written and log.with_suffix(".damaged").exists()
     digest.unlink()
-    refused("has no digest beside it (log.csv.sha256)")
+    assert prune.training_log(run).equals(pd.read_csv(log)) and log.read_bytes() == written
     log.unlink()
-    refused("is missing")
+    prune.training_log(run)
+    assert log.read_bytes() == written
     assert run.saved_steps() == steps and _events(run) == events  # nothing trained

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from helpers import assert_same
 from torch import nn
 
 from lmcnb.core.checkpoint import load_state, save_state
@@ -28,29 +29,12 @@ from lmcnb.experiments.runs import Run, RunSpec
 from lmcnb.experiments.setup import Setup
 from lmcnb.experiments.study import spawn_study
 from lmcnb.models.cnn import LeNet5
-from lmcnb.train.recipe import TrainConfig, lr_at
+from lmcnb.train.recipe import ENGINE_VERSION, TrainConfig, lr_at
 from lmcnb.train.trainer import EpochSampler, Trainer
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 # -- helpers -----------------------------------------------------------------------------------
-def _assert_same(a, b, where="state"):
-    """Recursive bit-equality of nested states (tensors with torch.equal)."""
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape, where
-        assert torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert isinstance(b, dict) and list(a) == list(b), where
-        for k in a:
-            _assert_same(a[k], b[k], f"{where}/{k}")
-    elif isinstance(a, (list, tuple)):
-        assert type(a) is type(b) and len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            _assert_same(x, y, f"{where}/{i}")
-    else:
-        assert a == b or (isinstance(a, float) and math.isnan(a) and math.isnan(b)), where
-
-
 def _same_weights(a: dict, b: dict) -> bool:
     assert a.keys() == b.keys()
     return all(torch.equal(a[k], b[k]) for k in a)
@@ -410,19 +394,21 @@ def test_trainer_state_round_trip_continues_identically(tmp_path):
         b.run(13)
         if seeds == Seeds(1, 2, 3, 4):
             a.run(13)
-        _assert_same(a.state_dict(), b.state_dict())
+        assert_same(a.state_dict(), b.state_dict())
 
 
 # -- runs: identity, determinism, caching ------------------------------------------------------
 def test_run_identity():
     spec = RunSpec("lenet5", "mnist")
-    assert spec.identity() == {"model": "lenet5", "dataset": "mnist"}  # defaults don't appear
+    engine = {"engine": ENGINE_VERSION}  # the engine's version, named from 2 on
+    assert spec.identity() == {"model": "lenet5", "dataset": "mnist", **engine}  # no defaults
     explicit_defaults = RunSpec("lenet5", "mnist", TrainConfig(batch_size=64, lr=1e-3),
                                 Seeds(0, 0, 0, 0))
     assert (explicit_defaults.identity() == spec.identity()
             and explicit_defaults.run_id == spec.run_id)
     lr = RunSpec("lenet5", "mnist", TrainConfig(lr=0.01, batch_size=64))
-    assert lr.identity() == {"model": "lenet5", "dataset": "mnist", "train": {"lr": 0.01}}
+    assert lr.identity() == {"model": "lenet5", "dataset": "mnist", "train": {"lr": 0.01},
+                             **engine}
     # same spec, same id
     assert RunSpec("lenet5", "mnist", TrainConfig(lr=0.01)).run_id == lr.run_id
     ids = {spec.run_id, lr.run_id,
@@ -462,7 +448,7 @@ def test_same_seeds_give_identical_weights(tmp_path, data_dir, mnist_small):
     assert json.loads((one.dir / "spec.json").read_text()) == json.loads(
         json.dumps(one.spec.identity(), default=list))
     for step in (8, 16):
-        _assert_same(one.ensure_state(step), two.ensure_state(step), f"step {step}")
+        assert_same(one.ensure_state(step), two.ensure_state(step), f"step {step}")
     assert not _same_weights(one.ensure_weights(), one.ensure_weights(0))  # it did train
 
     # Another data order: other weights. LeNet5 has no dropout and no augmentation here, so changing
@@ -540,7 +526,7 @@ def test_spawned_child_is_identical_whether_the_parent_checkpoint_existed_or_was
         results[case] = (weights, trunk.ensure_state(k))
     for case in ("from_step_4", "from_init"):
         assert _same_weights(results[case][0], results["saved"][0]), case
-        _assert_same(results[case][1], results["saved"][1], case)
+        assert_same(results[case][1], results["saved"][1], case)
 
 
 def test_finished_study_is_not_computed_again(tmp_path, data_dir, monkeypatch):
@@ -654,7 +640,7 @@ def test_killed_run_resumes_to_bit_identical_weights(tmp_path, monkeypatch):
 
     straight = worker.make_run(tmp_path / "straight")
     straight.ensure_trained().final_step()
-    _assert_same(load_state(run.ckpt_path(worker.TOTAL)),
+    assert_same(load_state(run.ckpt_path(worker.TOTAL)),
                  load_state(straight.ckpt_path(worker.TOTAL)),
                  f"killed after step {step}, resumed from {last}")
     assert (run.dir / "log.csv").read_text() == (straight.dir / "log.csv").read_text()

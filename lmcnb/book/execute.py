@@ -171,6 +171,7 @@ def build(executed: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """`python -m lmcnb.book.execute`: execute chapters, then build the book."""
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="book", choices=("smoke", "book", "paper"))

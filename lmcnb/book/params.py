@@ -283,6 +283,7 @@ class ChapterConfig(Section):
         return dataclasses.replace(config, runs_dir=str(runs_root(config.runs_dir)))
 
     def check(self, path: str) -> None:
+        """The machine's parameters: a device this machine has, an executor lmcnb knows."""
         from ..core.device import pick_device
         from ..experiments.executors import get_executor
 

@@ -77,6 +77,7 @@ class Claim:
     percent: bool = True  # the measured value is a fraction shown as a percentage
 
     def measured_text(self) -> str:
+        """The measured value as the claims table shows it (a percentage, or a loss)."""
         if not self.percent and self.measured is not None:
             ci = "" if self.ci is None or math.isnan(self.ci) else f" ± {self.ci:.3g}"
             return f"{self.measured:.3g}{ci}"
@@ -148,6 +149,7 @@ def at_step(results: Results, k: int, split: str = "test",
 
 
 def k_star_text(k_star: int | None) -> str:
+    """k* as the prose states it ("none tested" when no spawn step qualifies)."""
     return "none tested" if k_star is None else str(k_star)
 
 

@@ -65,6 +65,7 @@ class LMTrain(Section):
     log_every: int = param("training loss logged every so many steps", default=50, min=1)
 
     def check(self, path: str) -> None:
+        """Accumulation that divides, a cosine over the whole run, a warm-up inside it."""
         if self.sim_batch_size % self.batch_size:
             raise ValueError(f"{path}.sim_batch_size ({self.sim_batch_size}) must be a multiple "
                              f"of {path}.batch_size ({self.batch_size})")
@@ -98,6 +99,7 @@ class FineTune(Section):
     train: LMTrain = param("the fine-tuning recipe")
 
     def check(self, path: str) -> None:
+        """A known shape, and a start that exists."""
         from ..core.checks import pretrained_source
 
         gpt_config(self.model)
@@ -125,7 +127,7 @@ class Config(ChapterConfig):
     train: LMTrain = param("the sweep's recipe")
     spawn_steps: list[Steps] = param("spawn steps k of the sweep")
     eval_iters: int | Literal["all"] = param("'all', or evaluation batches per split", min=1)
-    eval_batch_tokens: int = param("tokens per evaluation batch", min=1)
+    eval_tokens: int = param("tokens per evaluation batch", min=1)
     n_alpha: int = param("points on the α grid, both ends included", min=2)
     n_inits: int = param("independent initializations (replicates)", min=1)
     finetune: FineTune = param("the fine-tuning section")
@@ -138,7 +140,7 @@ class Config(ChapterConfig):
         "model_config": "model", "model_iters": "spawn_steps", "max_iters": "train.max_iters",
         "warmup_steps": "train.warmup_steps", "max_steps": "train.max_steps",
         "sim_batch_size": "train.sim_batch_size", "fine_tune": "finetune.enabled",
-        "pretrained": "finetune.source",
+        "pretrained": "finetune.source", "eval_batch_tokens": "eval_tokens",
     }
 
     @property
@@ -147,6 +149,7 @@ class Config(ChapterConfig):
         return [self.model] if isinstance(self.model, str) else list(self.model)
 
     def check(self, path: str) -> None:
+        """Known shapes, and the pretraining section a start of 'own:ptb' needs."""
         super().check(path)
         for name in self.models:
             gpt_config(name)
@@ -161,7 +164,7 @@ PROFILES = {
     "paper": dict(model=["MinGPT", "CompactGPT", "ToyGPT", "TinyGPT"], dataset="shakespeare",
                   train=dict(batch_size=32, sim_batch_size=128, max_iters=5000, warmup_steps=100,
                              lr=6e-4, min_lr=6e-5, **ADAM),
-                  spawn_steps=[0, 100, 500, 1000, 2500], eval_iters="all", eval_batch_tokens=16384,
+                  spawn_steps=[0, 100, 500, 1000, 2500], eval_iters="all", eval_tokens=16384,
                   n_alpha=30, n_inits=3, seed=0, prompt="ROMEO:\n", sample_tokens=60,
                   finetune=dict(enabled=True, source="gpt2", model="GPT2", spawn_steps=[0, 300],
                                 n_children=3, eval_iters="all",
@@ -171,7 +174,7 @@ PROFILES = {
     "book": dict(model=["CPUGPT", "TinyGPT"], dataset="shakespeare",
                  train=dict(batch_size=16, sim_batch_size=16, max_iters=300, warmup_steps=30,
                             lr=3e-3, min_lr=3e-4, **ADAM),
-                 spawn_steps=[0, 25, 100], eval_iters=2, eval_batch_tokens=4096, n_alpha=30,
+                 spawn_steps=[0, 25, 100], eval_iters=2, eval_tokens=4096, n_alpha=30,
                  n_inits=3, seed=0, prompt="ROMEO:\n", sample_tokens=100,
                  finetune=dict(enabled=True, source=OWN_PTB, model="CPUGPT", spawn_steps=[0],
                                n_children=3, eval_iters=1,
@@ -181,7 +184,7 @@ PROFILES = {
     "smoke": dict(model=["CPUGPT", "TinyGPT"], dataset="shakespeare",
                   train=dict(batch_size=8, sim_batch_size=8, max_iters=6, warmup_steps=2, lr=3e-3,
                              min_lr=3e-4, **ADAM),
-                  spawn_steps=[0, 3], eval_iters=1, eval_batch_tokens=1024, n_alpha=5, n_inits=2,
+                  spawn_steps=[0, 3], eval_iters=1, eval_tokens=1024, n_alpha=5, n_inits=2,
                   seed=0, prompt="ROMEO:\n", sample_tokens=24,
                   finetune=dict(enabled=True, source=OWN_PTB, model="CPUGPT", spawn_steps=[0],
                                 n_children=2, eval_iters=1,
@@ -214,7 +217,7 @@ def setups(c: Config) -> dict[str, Setup]:
         tok = build(toks[cfg.tokenizer], c.data_dir)
         out[name] = lm_setup(CHAPTER, name, hf_config(cfg, len(tok)), toks[cfg.tokenizer],
                              c.dataset, c.train.recipe(), c.runs_dir, eval_iters=c.eval_iters,
-                             eval_batch_tokens=c.eval_batch_tokens, device=c.device or "auto",
+                             eval_tokens=c.eval_tokens, device=c.device or "auto",
                              data_dir=c.data_dir, seed=c.seed, n_alpha=c.n_alpha)
         out[name].steps(c.spawn_steps)
     return out
@@ -233,7 +236,7 @@ def _identity(config: GPT2Config, tokenizer: Tokenizer, pretrained: str | None, 
 
 def lm_setup(chapter: str, model: str, config: GPT2Config, tokenizer: Ref, corpus: str,
              train: TrainConfig, runs_dir: str | Path, *, pretrained: str | None = None,
-             train_stride: int | None = None, eval_batch_tokens: int = 8192,
+             train_stride: int | None = None, eval_tokens: int = 8192,
              chars: int | None = None, data_dir: str | None = None,
              **setup_kwargs: Any) -> Setup:
     """A language-model `Setup`: token windows of both splits of `corpus` (their first `chars`
@@ -241,7 +244,7 @@ def lm_setup(chapter: str, model: str, config: GPT2Config, tokenizer: Ref, corpu
     from `pretrained` (k counts fine-tuning steps).
 
     Training windows start every `train_stride` tokens (default: non-overlapping); test windows
-    never overlap. An evaluation batch holds about `eval_batch_tokens` tokens, so `eval_iters`
+    never overlap. An evaluation batch holds about `eval_tokens` tokens, so `eval_iters`
     batches cover the same number of tokens whatever the block size.
     """
     tok = build(tokenizer, data_dir)
@@ -260,7 +263,7 @@ def lm_setup(chapter: str, model: str, config: GPT2Config, tokenizer: Ref, corpu
     return Setup(chapter=chapter, model=model, dataset=corpus, net=net,
                  train_data=windows("train", stride), test_data=windows("test", None), train=train,
                  runs_dir=str(runs_dir), model_args=_identity(config, tok, pretrained, stride),
-                 language_model=True, eval_batch_size=max(1, eval_batch_tokens // block),
+                 language_model=True, eval_batch_size=max(1, eval_tokens // block),
                  data_dir=data_dir, **setup_kwargs)
 
 
@@ -326,7 +329,7 @@ def finetune_setups(c: Config, source: str) -> dict[str, Setup]:
     tokenizer = Ref.of("tokenizer", "pretrained", source=source)
     out = {start: lm_setup(CHAPTER, f"{ft.model}-{start}", config, tokenizer, c.dataset,
                            ft.train.recipe(), c.runs_dir, pretrained=src, eval_iters=ft.eval_iters,
-                           eval_batch_tokens=c.eval_batch_tokens, device=c.device or "auto",
+                           eval_tokens=c.eval_tokens, device=c.device or "auto",
                            data_dir=c.data_dir, seed=c.seed, n_alpha=c.n_alpha)
            for start, src in {"pretrained": source, "scratch": None}.items()}
     for s in out.values():

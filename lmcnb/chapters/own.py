@@ -33,6 +33,7 @@ class Config(ChapterConfig):
     seed: int = param("the base seed of every stream", min=0)
 
     def check(self, path: str) -> None:
+        """A known GPT shape."""
         super().check(path)
         gpt_config(self.gpt_model)
 

@@ -74,24 +74,9 @@ def plot_kept(mask: Mapping[str, torch.Tensor], title: str = "") -> Any:
 
 
 def training_log(run: Any) -> Any:
-    """The training log of a finished run (`log.csv`, verified against the sha256 beside it).
-
-    A log that is missing, has no digest or fails it is an error naming the file: it cannot be
-    re-made without training the run again."""
-    from ..experiments.tables import read_table
-
-    run.final_step()
-    path = run.dir / "log.csv"
-    log = read_table(path)
-    if log is None:
-        digest = path.with_name(f"{path.name}.sha256")
-        problem = ("is missing" if not path.exists() else
-                   f"has no digest beside it ({digest.name})" if not digest.exists() else
-                   "does not match its digest (damaged or edited)")
-        raise RuntimeError(f"the training log {path} {problem}: it cannot be re-made without "
-                           f"training the run again; to do so, delete the run folder {run.dir} "
-                           "and run this again")
-    return log
+    """The training log of a finished run (`Run.log`: verified, re-made from the final checkpoint
+    when it is missing or damaged)."""
+    return run.log()
 
 
 def plot_training_loss(runs: Mapping[str, Any], ema: float = 0.9, title: str = "") -> Any:

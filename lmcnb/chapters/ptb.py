@@ -65,6 +65,7 @@ class Model(Section):
     dropout: float = param("dropout rate", min=0, lt=1)
 
     def check(self, path: str) -> None:
+        """A width that the heads divide."""
         if self.d_model % self.n_head:
             raise ValueError(f"{path}.d_model ({self.d_model}) must be a multiple of "
                              f"{path}.n_head ({self.n_head})")
@@ -115,6 +116,7 @@ class Config(ChapterConfig):
     seed: int = param("the base seed of every stream", min=0)
 
     def check(self, path: str) -> None:
+        """A grid that holds the seed's 11 points, and at least one noise source."""
         super().check(path)
         if (self.n_alpha - 1) % (SEED_GRID - 1):
             raise ValueError(f"n_alpha must be 11, 21, 31, … so that the grid holds the seed's "

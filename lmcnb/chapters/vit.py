@@ -36,7 +36,7 @@ from ..train.recipe import TrainConfig
 from .pruning import stability_and_accuracy
 
 CHAPTER = "vit_platon"
-OWN = "own"  # `pretrained="own"`: pretrain here, on Tiny ImageNet-20
+OWN = "own:tiny_imagenet"  # pretrain here, on Tiny ImageNet-20 (as the GPT chapter's "own:ptb")
 SCORE_NAMES = {"platon": "PLATON", "magnitude": "magnitude"}
 Schedule = Literal["constant", "cosine", "step"]
 
@@ -54,6 +54,7 @@ class Images(Section):
     jitter: list[float] = param("colour jitter: brightness, contrast, saturation, hue", min=0)
 
     def check(self, path: str) -> None:
+        """Four jitter strengths, hue at most 0.5."""
         if len(self.jitter) != 4 or self.jitter[3] > 0.5:
             raise ValueError(f"{path}.jitter is (brightness, contrast, saturation, hue), hue "
                              f"<= 0.5 (got {self.jitter!r})")
@@ -66,7 +67,8 @@ class Images(Section):
 
 @dataclass(frozen=True, kw_only=True)
 class FineTune(Section):
-    """Fine-tuning: AdamW with Han and Zhu's augmentation."""
+    """Fine-tuning: AdamW with Han and Zhu's augmentation (a random crop resized back, a
+    horizontal flip, colour jitter; `Images`)."""
 
     batch_size: int = param("images per step", min=1)
     max_steps: Steps = param("length of fine-tuning", min=1)
@@ -87,8 +89,8 @@ class FineTune(Section):
 
 @dataclass(frozen=True, kw_only=True)
 class Pretrain(Section):
-    """Pretraining here, on Tiny ImageNet-20 at the shape's image size (`pretrained="own"`); the
-    rest of the recipe is the fine-tuning section's."""
+    """Pretraining here, on Tiny ImageNet-20 at the shape's image size (for `pretrained=OWN`);
+    the rest of the recipe is the fine-tuning section's."""
 
     steps: int = param("optimizer steps", min=1)
     checkpoints: list[int] = param("pretraining steps also published (0: the initialization)",
@@ -100,6 +102,7 @@ class Pretrain(Section):
     n_inits: int = param("replicates of the pretraining-length study", min=1)
 
     def check(self, path: str) -> None:
+        """Checkpoints before the last step."""
         bad = [s for s in self.checkpoints if s >= self.steps]
         if bad:
             raise ValueError(f"{path}.checkpoints {bad} are not in [0, {self.steps}) (the last "
@@ -120,6 +123,7 @@ class Pruning(Section):
     beta2: float = param("EMA of its uncertainty (1: none)", gt=0, max=1)
 
     def check(self, path: str) -> None:
+        """At least one density and one score."""
         if not self.densities or not self.scores:
             raise ValueError(f"{path} needs at least one density and one score")
 
@@ -137,10 +141,10 @@ class Masked(Section):
 class Config(ChapterConfig):
     """The ViT chapter's parameters."""
 
-    pretrained: str = param("'own' (pretrain here, Tiny ImageNet-20), a hub id or a "
+    pretrained: str = param("'own:tiny_imagenet' (pretrain here), a hub id or a "
                             "save_pretrained directory")
     shape: str = param("ViT shape (lmcnb.models.vit.VIT_SHAPES): the random-init control's and "
-                       "'own''s")
+                       "the one pretrained here")
     images: Images = param("image size, normalization and augmentation")
     pretrain: Pretrain | None = param("pretraining here (None: no pretraining-length study)")
     finetune: FineTune = param("the fine-tuning recipe")
@@ -155,12 +159,14 @@ class Config(ChapterConfig):
     seed: int = param("the base seed of every stream", min=0)
 
     def check(self, path: str) -> None:
+        """A known shape, a start that exists, the pretraining section 'own' needs."""
         super().check(path)
         vit_shape(self.shape)
         if self.pretrained != OWN:
             pretrained_source("pretrained", self.pretrained)
         elif self.pretrain is None:
-            raise ValueError("pretrained='own' needs the pretrain section (steps, checkpoints, …)")
+            raise ValueError(f"pretrained={OWN!r} needs the pretrain section (steps, checkpoints, "
+                             "…)")
 
 
 JITTER = [0.2, 0.2, 0.2, 0.05]  # brightness, contrast, saturation, hue: the study gives none
@@ -179,7 +185,7 @@ PROFILES = {
         masked=dict(steps=[0, "1ep", "4ep"], scratch_steps=[0, "4ep"], n_inits=3),
         n_alpha=25, eval_iters=10, eval_batch=500, seed=0),
     "book": dict(
-        pretrained="own", shape="MiniViT",
+        pretrained=OWN, shape="MiniViT",
         images=dict(size=None, normalize="dataset", crop_scale=0.75, jitter=JITTER),
         pretrain=dict(steps=600, checkpoints=[0, 100], batch_size=64, lr=1e-3, warmup_steps=30,
                       schedule="cosine", n_inits=2),
@@ -191,7 +197,7 @@ PROFILES = {
         masked=dict(steps=[0, 50, 150], scratch_steps=[0, 100], n_inits=2),
         n_alpha=11, eval_iters=1, eval_batch=1000, seed=0),
     "smoke": dict(
-        pretrained="own", shape="MiniViT",
+        pretrained=OWN, shape="MiniViT",
         images=dict(size=None, normalize="dataset", crop_scale=0.75, jitter=JITTER),
         pretrain=dict(steps=3, checkpoints=[0], batch_size=8, lr=1e-3, warmup_steps=1,
                       schedule="cosine", n_inits=1),
@@ -337,7 +343,7 @@ def setups(c: Config) -> dict[str, Setup]:
 def own_checkpoints(c: Config) -> dict[int, str]:
     """{pretraining step: folder} of the model pretrained here: `c.shape` on Tiny ImageNet-20 at
     its image size for `c.pretrain.steps`, kept at every checkpoint step and at the end; {}
-    without a pretrain section. `pretrained="own"` fine-tunes the last of them."""
+    without a pretrain section. `pretrained="own:tiny_imagenet"` fine-tunes the last of them."""
     pt = c.pretrain
     if pt is None:
         return {}
@@ -349,7 +355,7 @@ def own_checkpoints(c: Config) -> dict[int, str]:
 
 
 def finetuned_setup(c: Config, checkpoints: Mapping[int, str]) -> Setup:
-    """The fine-tuned setup: from the last checkpoint pretrained here (`pretrained="own"`), else
+    """The fine-tuned setup: from the last checkpoint pretrained here (`pretrained=OWN`), else
     from `c.pretrained`."""
     if c.pretrained == OWN:
         return chapter_setup(c, f"pt{max(checkpoints)}", checkpoints[max(checkpoints)])

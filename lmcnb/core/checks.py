@@ -15,6 +15,7 @@ def choose(name: str, value: Any, valid: Iterable[Any]) -> Any:
 
 
 def at_least(name: str, value: Any, minimum: int) -> int:
+    """`value` if it is an integer >= `minimum`, else a ValueError naming it."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum} (got {value!r})")
     return value
@@ -28,6 +29,7 @@ def batches_or_all(name: str, value: Any) -> int | str:
 
 
 def flag(name: str, value: Any) -> bool:
+    """`value` if it is True or False, else a ValueError naming it."""
     if not isinstance(value, bool):
         raise ValueError(f"{name} must be True or False (got {value!r})")
     return value

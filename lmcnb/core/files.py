@@ -1,12 +1,19 @@
-"""Files written atomically (a temporary file renamed into place) with the umask's permissions."""
+"""Files: written atomically (a temporary file renamed into place) with the umask's permissions,
+locked across processes, set aside when they fail verification (with a line for the reader), and
+the event log a run's folder keeps."""
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
+import shutil
+import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
 def _umask() -> int:
@@ -42,6 +49,7 @@ def atomic_write(path: Path, write) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` atomically."""
     atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
@@ -55,3 +63,31 @@ def folder_lock(folder: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def notice(text: str) -> None:
+    """One line for the reader, in the output of the notebook or command that runs this: what
+    lmcnb repaired or recovered on its own."""
+    print(f"lmcnb: {text}", flush=True)
+
+
+def set_aside(path: Path, why: str, then: str) -> Path:
+    """Move a file that failed verification to `<stem>.damaged` (a folder to `<name>.damaged`;
+    kept for inspection, replacing an older one) and say so: `why` it failed and what happens
+    `then`."""
+    path = Path(path)
+    damaged = (path.with_name(f"{path.name}.damaged") if path.is_dir()
+               else path.with_suffix(".damaged"))
+    if damaged.is_dir():
+        shutil.rmtree(damaged)
+    os.replace(path, damaged)
+    notice(f"set aside {path} ({why}); {then}")
+    return damaged
+
+
+def append_event(folder: Path, event: str, **fields: Any) -> None:
+    """Append a line to `folder/events.jsonl`: what happened to the run there, when, where."""
+    line = json.dumps({"time": round(time.time(), 3), "event": event,
+                       "host": socket.gethostname(), "pid": os.getpid(), **fields})
+    with open(Path(folder) / "events.jsonl", "a") as fh:
+        fh.write(line + "\n")

@@ -50,6 +50,7 @@ class Ref:
         return cls(kind, entry, tuple(sorted((k, _freeze(v)) for k, v in kwargs.items())))
 
     def kwargs(self) -> dict[str, Any]:
+        """The entry's keyword arguments, as plain lists and dicts again."""
         return {k: _thaw(v) for k, v in self.args}
 
     def __str__(self) -> str:

@@ -36,6 +36,7 @@ class Seeds:
         return cls(**{s: derive_seed(base, *tag, s) for s in STREAMS})
 
     def replace(self, **changes: int) -> Seeds:
+        """These seeds with the streams named in `changes` replaced."""
         return Seeds(**{**asdict(self), **changes})
 
 
@@ -75,11 +76,13 @@ class RngStreams:
                 backend.set_rng_state(dev_saved)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
+        """Every stream's generator state (and its device state), for checkpoints."""
         out = {name: g.get_state() for name, g in self.gen.items()}
         out.update({f"{name}@device": s for name, s in self.device_state.items()})
         return out
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore the states `state_dict` returned."""
         for key, value in state.items():
             # generator states are CPU byte tensors, even if loaded onto a device
             value = value.cpu()

@@ -24,12 +24,14 @@ class CharTokenizer:
 
     @classmethod
     def fit(cls, text: str) -> CharTokenizer:
+        """The alphabet of `text`, sorted."""
         return cls("".join(sorted(set(text))))
 
     def __len__(self) -> int:
         return len(self.chars)
 
     def encode(self, text: str) -> list[int]:
+        """`text` as ids (an error lists characters outside the alphabet)."""
         index = {c: i for i, c in enumerate(self.chars)}
         unknown = sorted(set(text) - index.keys())
         if unknown:
@@ -37,6 +39,7 @@ class CharTokenizer:
         return [index[c] for c in text]
 
     def decode(self, ids: Sequence[int]) -> str:
+        """The text of `ids`."""
         return "".join(self.chars[i] for i in ids)
 
 

@@ -64,10 +64,12 @@ class Vocab:
 
     @cached_property
     def index(self) -> dict[str, int]:
+        """Word → id."""
         return {w: i for i, w in enumerate(self.words)}
 
     @property
     def eos(self) -> bool:
+        """Whether the vocabulary ends lines with `EOS`."""
         return EOS in self.index
 
     def __len__(self) -> int:
@@ -80,6 +82,7 @@ class Vocab:
         return torch.tensor(ids, dtype=torch.long)
 
     def decode(self, ids: Sequence[int] | torch.Tensor) -> list[str]:
+        """The words of `ids`."""
         return [self.words[int(i)] for i in ids]
 
 

@@ -102,6 +102,7 @@ class Serial(Executor):
 
     def run(self, tasks: Sequence[Task], targets: Sequence[str], *, failures: str = "raise",
             done: Done | None = None) -> list[Any]:
+        """Every task in order, each tried `1 + task.retries` times (see `Executor.run`)."""
         _check_failures(failures)
         results: dict[str, Any] = {}
         for task in tasks:
@@ -183,6 +184,7 @@ class Dask(Executor):
 
     def run(self, tasks: Sequence[Task], targets: Sequence[str], *, failures: str = "raise",
             done: Done | None = None) -> list[Any]:
+        """Every task on the cluster, independent ones in parallel (see `Executor.run`)."""
         from distributed import as_completed
 
         from ..core.progress import bar
@@ -211,6 +213,7 @@ class Dask(Executor):
                 future.release()
 
     def close(self) -> None:
+        """Close the client, and the LocalCluster if this executor started it."""
         if self._client is not None:
             self._client.close()
         if self._cluster is not None:

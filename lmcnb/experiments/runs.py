@@ -10,9 +10,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
-import socket
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +21,7 @@ from torch import nn
 from ..core.checkpoint import CheckpointError, load_state, save_state
 from ..core.checks import choose
 from ..core.device import TASK_THREADS
-from ..core.files import atomic_write_text, folder_lock
+from ..core.files import append_event, atomic_write_text, folder_lock, notice, set_aside
 from ..core.ref import Ref
 from ..core.rng import RngStreams, Seeds
 from ..data.tensors import TensorData
@@ -62,7 +59,14 @@ class RunSpec:
     hooks: tuple[Any, ...] = ()  # what the training hooks are (plain data, see `hook_identity`)
 
     def identity(self) -> dict[str, Any]:
+        """What names the run: its non-default fields and, from version 2 on, the version of the
+        engine that trains it (`lmcnb.train.recipe.ENGINE_VERSION`; version-1 runs keep their
+        names)."""
+        from ..train import recipe
+
         ident: dict[str, Any] = {"model": self.model, "dataset": self.dataset}
+        if recipe.ENGINE_VERSION != 1:
+            ident["engine"] = recipe.ENGINE_VERSION
         if self.train.non_default():
             ident["train"] = self.train.non_default()
         if self.seeds != Seeds():
@@ -75,6 +79,7 @@ class RunSpec:
 
     @property
     def run_id(self) -> str:
+        """The run's folder name: `<model>-` and a hash of its identity."""
         blob = json.dumps(self.identity(), sort_keys=True, default=list)
         return f"{self.model}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
@@ -120,9 +125,11 @@ class Run:
 
     @property
     def dir(self) -> Path:
+        """The run's folder."""
         return self.root / self.spec.run_id
 
     def ckpt_path(self, step: int) -> Path:
+        """Where the checkpoint at `step` lives."""
         return self.dir / "ckpt" / f"step-{step:08d}.safetensors"
 
     @property
@@ -138,6 +145,7 @@ class Run:
             return None
 
     def saved_steps(self) -> list[int]:
+        """The steps that have a checkpoint, in order."""
         return sorted(int(p.stem.split("-")[1])
                       for p in (self.dir / "ckpt").glob("step-*.safetensors"))
 
@@ -175,6 +183,20 @@ class Run:
             with folder_lock(self.dir):
                 self._set_aside(path, exc)
             raise
+
+    def log(self) -> Any:
+        """The finished run's training log (a DataFrame read from `log.csv`, verified). A log that
+        is missing or fails its digest is re-made from the final checkpoint, which holds it."""
+        from .tables import read_table
+
+        final = self.final_step()
+        path = self.dir / "log.csv"
+        table = read_table(path, then="it is re-made from the final checkpoint")
+        if table is None:
+            _write_log(path, self.ensure_state(final)["progress"]["log"])
+            notice(f"re-made {path} from the final checkpoint")
+            table = read_table(path)
+        return table
 
     # -- public: training ---------------------------------------------------------------
     def ensure_trained(self, steps: tuple[int, ...] | list[int] = ()) -> Run:
@@ -250,7 +272,8 @@ class Run:
     def _set_aside(self, path: Path, exc: Exception) -> None:
         """Move a checkpoint that failed verification out of the way (kept for inspection)."""
         if path.exists():
-            os.replace(path, path.with_suffix(".damaged"))
+            set_aside(path, str(exc).replace(f"checkpoint {path} ", ""),
+                      "it is re-made by training from the nearest earlier checkpoint")
             self._event("damaged", file=path.name, error=str(exc))
 
     def _save(self, path: Path, trainer: Trainer) -> None:
@@ -258,11 +281,7 @@ class Run:
 
     def _event(self, event: str, **fields: Any) -> None:
         """Append a line to the run's `events.jsonl`: what was trained where, from which state."""
-        line = json.dumps({"time": round(time.time(), 3), "event": event,
-                           "host": socket.gethostname(), "pid": os.getpid(),
-                           "threads": TASK_THREADS, **fields})
-        with open(self.dir / "events.jsonl", "a") as fh:
-            fh.write(line + "\n")
+        append_event(self.dir, event, threads=TASK_THREADS, **fields)
 
     def _start(self, before: int | None) -> Trainer:
         """A trainer at the latest own checkpoint <= `before`, else at the spawn point or init."""

@@ -83,20 +83,24 @@ class Setup:
         check_endpoint(self.endpoint, self.val_data)
 
     def load(self, ref: Ref | None) -> TensorData | None:
+        """The data `ref` names, built in this process (None for None)."""
         return None if ref is None else build(ref, self.data_dir)
 
     @property
     def data_fingerprint(self) -> str:
+        """What a run's identity records of its training (and early-stopping) data."""
         val = self.load(self.val_data) if self.train.patience is not None else None
         return _fingerprint(self.train_data, self.val_data if val is not None else None,
                             self.data_dir)
 
     @property
     def steps_per_epoch(self) -> int:
+        """Optimizer steps per epoch of the training data."""
         return self.train.steps_per_epoch(len(self.load(self.train_data)))
 
     @property
     def total_steps(self) -> int:
+        """The length of training, in optimizer steps."""
         return parse_steps(self.train.max_steps, self.steps_per_epoch)
 
     def steps(self, values: Sequence[int | str], name: str = "spawn steps") -> list[int]:
@@ -110,6 +114,7 @@ class Setup:
 
     # -- runs ---------------------------------------------------------------------------
     def run(self, spec: RunSpec, parent: Run | None = None, hooks: tuple[Ref, ...] = ()) -> Run:
+        """The run of `spec` in this setup's runs folder, with its data, augmentation and hooks."""
         return Run(spec, Path(self.runs_dir) / "train", self.net, self.train_data, self.device,
                    self.augment, self.val_data, hooks, parent=parent, data_dir=self.data_dir,
                    endpoint=self.endpoint, eval_batch_size=self.eval_batch_size)
@@ -132,6 +137,7 @@ class Setup:
         return self.run(spec, parent, hooks)
 
     def folder(self, kind: str, spec: dict[str, Any]) -> Path:
+        """A study's folder, named by a hash of what defines it (`study.json` beside its tables)."""
         ident = {"kind": kind, "trunk": self.trunk(0).spec.identity(), "n_alpha": self.n_alpha,
                  "eval_iters": self.eval_iters, "eval_batch_size": self.eval_batch_size,
                  "bn_reset": self.bn_reset, "bn_reset_examples": self.bn_reset_examples,

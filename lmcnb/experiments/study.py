@@ -136,20 +136,24 @@ class Plan:
         return key
 
     def trunk(self, init: int, steps: Sequence[int]) -> str:
+        """The task training trunk `init` with checkpoints at `steps`; returns its key."""
         run = self.setup.trunk(init)
         return self._add(f"train-{run.spec.run_id}", _train_task, run, tuple(sorted(steps)))
 
     def child(self, parent: str, step: int, stop_at: int | None, *tag: object) -> str:
+        """The task training a child of `parent` spawned at `step`; returns its key."""
         key = f"child-{parent.removeprefix('train-')}-{step}-{'-'.join(map(str, tag))}"
         return self._add(key, _child_task, self.setup, step, stop_at, tag, deps=(parent,))
 
     def compare(self, key: dict[str, Any], a: str, b: str, step_a: int | None = None,
                 step_b: int | None = None) -> None:
+        """The task comparing two runs (at `step_a`, `step_b`: default their endpoints)."""
         name = f"compare-{self.folder.name}-" + "-".join(f"{k}{v}" for k, v in key.items())
         self.pairs.append(self._add(name, _compare_task, self.setup, self.folder, key, step_a,
                                     step_b, deps=(a, b)))
 
     def execute(self, executor: str | Executor | None) -> Results:
+        """Run the graph on `executor`; write and return the study's tables."""
         parts = get_executor(executor).run(list(self.tasks.values()), self.pairs)
         curves = pd.concat([c for c, _ in parts], ignore_index=True)
         table = pd.concat([b for _, b in parts], ignore_index=True)

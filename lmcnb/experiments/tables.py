@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import hashlib
-import warnings
 from pathlib import Path
 
 import pandas as pd
 
-from ..core.files import atomic_write_text
+from ..core.files import atomic_write_text, set_aside
 
 
 def write_table(path: Path, table: pd.DataFrame) -> None:
@@ -17,14 +16,18 @@ def write_table(path: Path, table: pd.DataFrame) -> None:
     atomic_write_text(Path(f"{path}.sha256"), hashlib.sha256(text.encode()).hexdigest() + "\n")
 
 
-def read_table(path: Path) -> pd.DataFrame | None:
-    """A table `write_table` wrote, if it is there and matches its digest; else None (a damaged
-    table is reported and will be recomputed from its inputs)."""
+def read_table(path: Path, then: str = "it is recomputed from its inputs") -> pd.DataFrame | None:
+    """A table `write_table` wrote, if it is there and matches its digest; else None. A table
+    that fails its digest (or has none) is set aside to `<name>.damaged` with a line saying so,
+    and what happens `then`."""
+    path = Path(path)
     digest = Path(f"{path}.sha256")
-    if not (path.exists() and digest.exists()):
+    if not path.exists():
         return None
-    if hashlib.sha256(path.read_bytes()).hexdigest() != digest.read_text().strip():
-        warnings.warn(f"{path} does not match its digest (damaged or edited): recomputing it",
-                      stacklevel=2)
+    if not digest.exists() or (hashlib.sha256(path.read_bytes()).hexdigest()
+                               != digest.read_text().strip()):
+        why = "no digest beside it" if not digest.exists() else "it does not match its digest"
+        set_aside(path, why, then)
+        digest.unlink(missing_ok=True)
         return None
     return pd.read_csv(path)

@@ -60,6 +60,7 @@ class Interpolator:
 
     @torch.no_grad()
     def set(self, alpha: float) -> nn.Module:
+        """Write θ(α) into the model; returns it."""
         for t, a, b in self.pairs:
             torch.lerp(a, b, alpha, out=t)
         return self.model

@@ -4,20 +4,8 @@ The names of the flat module `lmcnb.models` of lmcnb 0.1 resolve here, lazily, f
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ..core.compat import old_names
 
-_OLD = {
-    "AlexNet": ".cnn",
-    "CNN_MODELS": ".cnn",
-    "LeNet5": ".cnn",
-    "ReducedVGG": ".cnn",
-    "build_model": ".cnn",
-    "count_parameters": ".cnn",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _OLD:
-        return getattr(importlib.import_module(_OLD[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = old_names(__name__, {
+    ".cnn": ("AlexNet", "CNN_MODELS", "LeNet5", "ReducedVGG", "build_model", "count_parameters"),
+})

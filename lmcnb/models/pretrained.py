@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from ..core.files import set_aside
+
 
 def pretrained_id(source: str) -> str:
     """A hub id as given; a local directory by a hash of its weights (the path does not matter)."""
@@ -59,8 +61,6 @@ def publish(folder: Path, save: Callable[[Path], None], valid: Callable[[Path], 
     if not valid(tmp):
         raise RuntimeError(f"the pretrained folder written to {tmp} does not verify")
     if folder.exists():
-        damaged = folder.with_name(f"{folder.name}.damaged")
-        shutil.rmtree(damaged, ignore_errors=True)
-        os.replace(folder, damaged)
+        set_aside(folder, "it does not hold the run's weights", "it is written again")
     os.replace(tmp, folder)
     return folder

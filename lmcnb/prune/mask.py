@@ -7,10 +7,6 @@ lottery tickets m ⊙ W_k are built here.
 """
 from __future__ import annotations
 
-import json
-import os
-import socket
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -117,7 +113,7 @@ def save_mask(mask: Mapping[str, torch.Tensor], folder: str | Path) -> Any:
     to `*.damaged` and written again from `mask`, with one line printed for the reader and a
     `remade` event in `<folder>/events.jsonl`."""
     from ..core.checkpoint import save_state
-    from ..core.files import folder_lock
+    from ..core.files import append_event, folder_lock, set_aside
     from ..core.ref import Ref
 
     digest = mask_digest(mask)
@@ -130,13 +126,12 @@ def save_mask(mask: Mapping[str, torch.Tensor], folder: str | Path) -> Any:
         if damage is None:
             return ref
         if damage:
-            os.replace(path, path.with_suffix(".damaged"))
+            set_aside(path, " ".join(damage.replace(f"checkpoint {path} ", "").split()),
+                      "it is re-made from the mask")
         save_state(path, {"mask": {name: m.cpu() for name, m in mask.items()}},
                    identity={"mask": digest})
     if damage:
-        reason = " ".join(damage.replace(f"checkpoint {path}", "the file").split())
-        print(f"re-made {path}: {reason} (kept as {path.with_suffix('.damaged').name})")
-        _event(path.parent, "remade", file=path.name, error=damage)
+        append_event(path.parent, "remade", file=path.name, error=damage)
     return ref
 
 
@@ -151,14 +146,6 @@ def _fault(path: Path, digest: str) -> str | None:
     except CheckpointError as exc:
         return str(exc)
     return None
-
-
-def _event(folder: Path, event: str, **fields: Any) -> None:
-    """Append a line to `folder/events.jsonl` (the log of the run whose folder it is)."""
-    line = json.dumps({"time": round(time.time(), 3), "event": event,
-                       "host": socket.gethostname(), "pid": os.getpid(), **fields})
-    with open(folder / "events.jsonl", "a") as fh:
-        fh.write(line + "\n")
 
 
 def load_mask(path: str | Path, digest: str) -> Mask:
@@ -200,8 +187,10 @@ class MaskHook:
     start = __call__
 
     def state_dict(self) -> dict[str, Any]:
+        """The mask, for the trainer's checkpoints."""
         return {"mask": dict(self.mask)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the mask `state_dict` returned."""
         _check(state["mask"])
         self.mask = dict(state["mask"])

@@ -52,6 +52,7 @@ class CubicSchedule:
         return r_t + (1 - r_t) * (1 - (step - t_i) / span) ** 3
 
     def prunes_at(self, step: int) -> bool:
+        """Whether the schedule prunes after step `step`."""
         if step <= self.initial_warmup:
             return False
         return step > self.total_steps - self.final_warmup or step % self.delta_t == 0
@@ -147,10 +148,12 @@ class Platon:
         self.history.append({"step": step, "kept": kept, "threshold": float(threshold)})
 
     def state_dict(self) -> dict[str, Any]:
+        """Windows, moving averages, the last step and the history, for checkpoints."""
         return {"window": dict(self.window), "ipt": dict(self.ipt), "unc": dict(self.unc),
                 "step": self.step, "history": [dict(row) for row in self.history]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the state `state_dict` returned."""
         self.window, self.ipt, self.unc = ({name: t.clone() for name, t in state[k].items()}
                                            for k in ("window", "ipt", "unc"))
         self.step = state["step"]

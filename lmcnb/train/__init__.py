@@ -4,25 +4,11 @@ The names of the flat module `lmcnb.train` of lmcnb 0.1 resolve here, lazily, fo
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ..core.compat import old_names
 
-_OLD = {
-    "parse_steps": "..core.steps",
-    "evaluate": ".evaluation",
-    "logits_of": ".evaluation",
-    "loss_and_errors": ".evaluation",
-    "TrainConfig": ".recipe",
-    "lr_at": ".recipe",
-    "make_optimizer": ".recipe",
-    "EpochSampler": ".trainer",
-    "Hook": ".trainer",
-    "Progress": ".trainer",
-    "Trainer": ".trainer",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _OLD:
-        return getattr(importlib.import_module(_OLD[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = old_names(__name__, {
+    "..core.steps": ("parse_steps",),
+    ".evaluation": ("evaluate", "logits_of", "loss_and_errors"),
+    ".recipe": ("TrainConfig", "lr_at", "make_optimizer"),
+    ".trainer": ("EpochSampler", "Hook", "Progress", "Trainer"),
+})
