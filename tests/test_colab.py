@@ -3,6 +3,7 @@ module."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 import types
 from pathlib import Path
@@ -14,11 +15,17 @@ from IPython.core.inputtransformer2 import TransformerManager
 from lmcnb.book import colab
 from lmcnb.book.execute import CHAPTERS, REPO
 
+HF_VARS = ("HF_HOME", "HF_DATASETS_CACHE")
+
 
 @pytest.fixture
 def fake_colab(monkeypatch, tmp_path):
     """A stand-in `google.colab` in sys.modules whose `drive.mount` records its calls; the mount
-    point is moved under tmp_path."""
+    point is moved under tmp_path, and the Hugging Face cache variables are unset (and restored
+    after the test)."""
+    for var in HF_VARS:
+        monkeypatch.setenv(var, "")
+        monkeypatch.delenv(var)
     mounts = []
     drive = types.ModuleType("google.colab.drive")
     drive.mount = lambda path: (mounts.append(path),
@@ -40,7 +47,7 @@ def test_colab_mounts_the_colab_drive_path():
 def test_outside_colab_nothing_happens(fake_colab):
     assert colab.setup(False, "somewhere", None) is None
     assert colab.setup(False, None, "my/runs") == "my/runs"
-    assert fake_colab == []
+    assert fake_colab == [] and not any(var in os.environ for var in HF_VARS)
 
 
 def test_colab_mounts_drive_and_keeps_runs_there(fake_colab):
@@ -52,6 +59,18 @@ def test_colab_mounts_drive_and_keeps_runs_there(fake_colab):
     absolute = Path(mount, "Shareddrives", "team")
     assert colab.setup(True, str(absolute), None) == str(absolute) and absolute.is_dir()
     assert fake_colab == [mount] * 3
+
+
+def test_colab_keeps_the_hugging_face_cache_on_drive(fake_colab, monkeypatch):
+    colab.setup(True, "lmc/exp1", None)
+    cache = Path(colab.DRIVE_MOUNT, "MyDrive", colab.DRIVE_HF)
+    assert os.environ["HF_HOME"] == str(cache)
+    assert os.environ["HF_DATASETS_CACHE"] == str(cache / "datasets")
+    monkeypatch.setenv("HF_HOME", "/my/hf")  # a user's own setting is kept
+    monkeypatch.delenv("HF_DATASETS_CACHE")
+    colab.setup(True, None, None)
+    assert os.environ["HF_HOME"] == "/my/hf"
+    assert os.environ["HF_DATASETS_CACHE"] == str(Path("/my/hf", "datasets"))
 
 
 def test_colab_true_outside_colab_is_an_error(monkeypatch):

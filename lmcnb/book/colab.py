@@ -4,7 +4,8 @@ Every chapter's second code cell (right after the `parameters` cell, which holds
 `drive_dir = None` and `runs_dir = None`) is `SETUP_CELL`. Inside Colab it installs lmcnb from
 `REPOSITORY`; with `colab=True` it mounts Google Drive and points `runs_dir` at a Drive folder,
 so a re-opened notebook finds its finished runs and resumes interrupted ones from their
-checkpoints. Outside Colab it changes nothing.
+checkpoints, and keeps the Hugging Face cache (hub datasets and models) on Drive too, so they are
+downloaded once. Outside Colab it changes nothing.
 """
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ DRIVE_MOUNT = "/content/drive"
 
 
 DRIVE_RUNS = "lmcnb-runs"  # the runs folder inside MyDrive when `drive_dir` is None
+
+
+DRIVE_HF = "lmcnb-hf-cache"  # the Hugging Face cache inside MyDrive ($HF_HOME), for every chapter
 
 
 SETUP_CELL = f"""\
@@ -39,6 +43,8 @@ def setup(colab: bool, drive_dir: str | os.PathLike | None,
 
     With `colab=True`, mounts Google Drive at `DRIVE_MOUNT` and returns `drive_dir` (relative to
     MyDrive, or absolute; default `DRIVE_RUNS`), created if needed; `runs_dir` is then not used.
+    `$HF_HOME` and `$HF_DATASETS_CACHE` (unless already set) point at `DRIVE_HF` in MyDrive; they
+    are read when `datasets` and `huggingface_hub` are imported, which the set-up cell precedes.
     """
     if not colab:
         return runs_dir
@@ -50,5 +56,9 @@ def setup(colab: bool, drive_dir: str | os.PathLike | None,
     drive.mount(DRIVE_MOUNT)
     folder = Path(DRIVE_MOUNT, "MyDrive", drive_dir or DRIVE_RUNS)
     folder.mkdir(parents=True, exist_ok=True)
-    print(f"runs are kept on Google Drive in {folder}")
+    hf = Path(DRIVE_MOUNT, "MyDrive", DRIVE_HF)
+    os.environ.setdefault("HF_HOME", str(hf))
+    os.environ.setdefault("HF_DATASETS_CACHE", str(Path(os.environ["HF_HOME"], "datasets")))
+    print(f"runs are kept on Google Drive in {folder}, the Hugging Face cache in "
+          f"{os.environ['HF_HOME']}")
     return str(folder)

@@ -364,14 +364,27 @@ def _tiny_imagenet(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray, tu
 _DECODERS = {"mnist": _mnist, "cifar10": _cifar10, "tiny_imagenet": _tiny_imagenet}
 
 
+def normalize(name: str, x: np.ndarray) -> torch.Tensor:
+    """uint8 NCHW images of dataset `name` as `load_vision` gives them: float32, scaled to [0, 1],
+    then normalized with the dataset's per-channel ``MEAN``/``STD``."""
+    mean = torch.tensor(MEAN[name]).view(-1, 1, 1)
+    std = torch.tensor(STD[name]).view(-1, 1, 1)
+    return (torch.from_numpy(np.require(x, requirements=["C", "W"]))
+            .float().div_(255).sub_(mean).div_(std))
+
+
+def vision_arrays(name: str, split: str, data_dir: str | os.PathLike | None = None,
+                  download: bool = True) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """Split `split` of dataset `name` as decoded from its verified files, not normalized: uint8
+    NCHW images, integer labels and the class names (not cached)."""
+    _check_name(name, split)
+    return _DECODERS[name](require_vision(name, data_dir, download), split)
+
+
 @functools.cache
 def _load(name: str, split: str, folder: Path) -> TensorData:
     x, y, classes = _DECODERS[name](folder, split)
-    mean = torch.tensor(MEAN[name]).view(-1, 1, 1)
-    std = torch.tensor(STD[name]).view(-1, 1, 1)
-    xt = (torch.from_numpy(np.require(x, requirements=["C", "W"]))
-          .float().div_(255).sub_(mean).div_(std))
-    return TensorData(xt, torch.from_numpy(y.astype(np.int64)), classes)
+    return TensorData(normalize(name, x), torch.from_numpy(y.astype(np.int64)), classes)
 
 
 def load_vision(

@@ -101,20 +101,21 @@ def _pretrained_gpt(data_dir: Any, source: str, digest: str | None = None):
 
 @register("data", "vision")
 def _vision(data_dir: Any, name: str, split: str, limit: int | None = None,
-            holdout: float | None = None):
+            holdout: float | None = None, source: str = "default"):
     """An image dataset split; `limit` keeps its first examples.
 
     With `holdout` (a fraction of the training split), `"train"` leaves out a fixed random subset
     of that size and `"val"` is that subset: a validation split carved from the training data,
     the same in every process, for early stopping and best-checkpoint choices.
+    `source`: where the dataset comes from (`lmcnb.data.sources`; default: the verified files).
     """
+    from ..data.sources import vision_split
     from ..data.tensors import TensorData, carve
-    from ..data.vision import load_vision
 
     if split == "val" and not holdout:
         raise ValueError("split 'val' is carved from the training data: give holdout, a fraction "
                          "in (0, 1)")
-    data = load_vision(name, "train" if split == "val" else split, data_dir)
+    data = vision_split(name, "train" if split == "val" else split, source, data_dir)
     if holdout:
         if split == "test":
             raise ValueError("holdout carves the training split; valid splits: 'train', 'val'")
@@ -126,41 +127,64 @@ def _vision(data_dir: Any, name: str, split: str, limit: int | None = None,
 
 @register("data", "text_windows")
 def _text_windows(data_dir: Any, corpus: str, split: str, tokenizer: Any, block: int,
-                  stride: int | None = None, chars: int | None = None):
-    """Token windows of a corpus split (its first `chars` characters if given)."""
-    from ..data.text import load_text, token_windows
+                  stride: int | None = None, chars: int | None = None, source: str = "default"):
+    """Token windows of a corpus split (its first `chars` characters if given), from `source`
+    (`lmcnb.data.sources`)."""
+    from ..data.sources import text_split
+    from ..data.text import token_windows
     from ..data.tokenizers import encode
 
-    text = load_text(corpus, split, data_dir)[:chars]
+    text = text_split(corpus, split, source, data_dir)[:chars]
     return token_windows(encode(build(tokenizer, data_dir), text), block, stride)
 
 
+@register("data", "token_blocks")
+def _token_blocks(data_dir: Any, source: str, tokenizer: Any, block: int, split: str = "train",
+                  column: str = "text", cache: str | None = None):
+    """Windows of `block` tokens of a corpus larger than memory (`lmcnb.data.corpus`): split
+    `split` of `source` (`lmcnb.data.sources`: hub, `save_to_disk` folder or parquet files),
+    tokenized once into `cache` (default: ``tokens/`` in the runs folder) and memory-mapped."""
+    from ..core.env import runs_root
+    from ..data.corpus import token_blocks
+    from ..data.sources import load_source
+
+    splits = load_source(source, data_dir)
+    if split not in splits:
+        raise ValueError(f"data source {source!r} has no split {split!r} "
+                         f"(it has {', '.join(splits)})")
+    return token_blocks(splits[split], build(tokenizer, data_dir), block,
+                        cache or runs_root() / "tokens", column)
+
+
 @register("tokenizer", "char")
-def _char(data_dir: Any, corpus: str):
-    """The alphabet of the corpus's training split."""
-    from ..data.text import load_text
+def _char(data_dir: Any, corpus: str, source: str = "default"):
+    """The alphabet of the corpus's training split (from `source`)."""
+    from ..data.sources import text_split
     from ..data.tokenizers import CharTokenizer
 
-    return CharTokenizer.fit(load_text(corpus, "train", data_dir))
+    return CharTokenizer.fit(text_split(corpus, "train", source, data_dir))
 
 
 @register("tokenizer", "bpe")
 def _bpe(data_dir: Any, corpus: str, hub_id: str = "gpt2", vocab_size: int = 50257,
-         chars: int | None = None):
-    """GPT-2's BPE by hub id; offline, a byte-level BPE trained on the training split."""
-    from ..data.text import load_text
+         chars: int | None = None, source: str = "default"):
+    """GPT-2's BPE by hub id; offline, a byte-level BPE trained on the training split (from
+    `source`)."""
+    from ..data.sources import text_split
     from ..data.tokenizers import bpe_tokenizer
 
-    return bpe_tokenizer(load_text(corpus, "train", data_dir)[:chars], hub_id, vocab_size)
+    return bpe_tokenizer(text_split(corpus, "train", source, data_dir)[:chars], hub_id, vocab_size)
 
 
 @register("tokenizer", "trained_bpe")
-def _trained_bpe(data_dir: Any, corpus: str, vocab_size: int, chars: int | None = None):
-    """A byte-level BPE of `vocab_size` trained on the training split (its first `chars`)."""
-    from ..data.text import load_text
+def _trained_bpe(data_dir: Any, corpus: str, vocab_size: int, chars: int | None = None,
+                 source: str = "default"):
+    """A byte-level BPE of `vocab_size` trained on the training split (its first `chars`; from
+    `source`)."""
+    from ..data.sources import text_split
     from ..data.tokenizers import train_bpe
 
-    return train_bpe(load_text(corpus, "train", data_dir)[:chars], vocab_size)
+    return train_bpe(text_split(corpus, "train", source, data_dir)[:chars], vocab_size)
 
 
 @register("tokenizer", "pretrained")
@@ -188,28 +212,30 @@ def _transformer_lm(data_dir: Any, config: dict[str, Any]):
 
 
 @register("tokenizer", "ptb_vocab")
-def _ptb_vocab(data_dir: Any, eos: bool = True):
-    """The word vocabulary of PTB's training split (`<eos>` per line if `eos`)."""
-    from ..data.text import load_text
+def _ptb_vocab(data_dir: Any, eos: bool = True, source: str = "default"):
+    """The word vocabulary of PTB's training split (`<eos>` per line if `eos`; from `source`)."""
+    from ..data.sources import text_split
     from ..data.words import Vocab
 
-    return Vocab.build(load_text("ptb", "train", data_dir), eos)
+    return Vocab.build(text_split("ptb", "train", source, data_dir), eos)
 
 
 @register("data", "ptb_streams")
 def _ptb_streams(data_dir: Any, split: str, streams: int, bptt: int, eos: bool = True,
-                 limit: int | None = None):
+                 limit: int | None = None, source: str = "default"):
     """Chunks of `bptt` tokens of `streams` contiguous streams of a PTB split (`lmcnb.data.words`),
-    in the training vocabulary; `limit` keeps the first chunks."""
+    in the training vocabulary; `limit` keeps the first chunks. `source`: where PTB comes from
+    (`lmcnb.data.sources`), for the vocabulary too."""
     from ..core.checks import check_positive
     from ..core.ref import Ref
+    from ..data.sources import text_split
     from ..data.tensors import TensorData
-    from ..data.text import load_text
     from ..data.words import stream_chunks
 
     check_positive(streams=streams, bptt=bptt, **({} if limit is None else {"limit": limit}))
-    vocab = build(Ref.of("tokenizer", "ptb_vocab", eos=eos), data_dir)
-    data = stream_chunks(vocab.encode(load_text("ptb", split, data_dir)), streams, bptt)
+    vocab_args = {} if source == "default" else {"source": source}
+    vocab = build(Ref.of("tokenizer", "ptb_vocab", eos=eos, **vocab_args), data_dir)
+    data = stream_chunks(vocab.encode(text_split("ptb", split, source, data_dir)), streams, bptt)
     return data if limit is None else TensorData(data.x[:limit].clone(), data.y[:limit].clone())
 
 
