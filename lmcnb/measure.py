@@ -97,13 +97,19 @@ def measure(a: Checkpoint, b: Checkpoint, data: Data | Mapping[str, Data], *,
             logits: Callable[[Any], torch.Tensor] | None = None, n_alpha: int = 30,
             bn_reset: bool | Data = False, language_model: bool = False,
             threshold: float = STABLE_THRESHOLD, device: str = "auto",
-            batch_size: int | None = None, progress: bool = True) -> Measurement:
+            batch_size: int | None = None, columns: str | tuple[str, str] | None = None,
+            progress: bool = True) -> Measurement:
     """Interpolate from `a` (α = 0) to `b` (α = 1) on `n_alpha` points; every barrier per split.
 
     `a`, `b`: two modules of one architecture (left untouched); two state dicts, with `model` a
     module of their architecture; or two `save_pretrained` folders, loaded with `model_class`
     (default: the class their config names, e.g. `GPT2LMHeadModel`).
-    `data`: one split (named "test") or a mapping of names to splits. The "test" split also gives
+    `data`: one split (named "test") or a mapping of names to splits; a split is a `DataLoader`,
+    any iterable of `(x, y)` batches, a `TensorData`, or a Hugging Face `Dataset` /
+    `IterableDataset` (a `DatasetDict`'s splits are the measured splits), read through its own
+    format or transform, its input and target columns inferred from the common names (`image`,
+    `img`, `pixel_values`; `label`, `labels`; `input_ids` with next-token targets for a language
+    model) or named by `columns` (`("x", "y")`, or one token column). The "test" split also gives
     the prediction disagreement of A and B.
     `logits`: for a model whose output is not logits (or an object with `.logits`), a function
     from its output to logits of shape (..., classes) with one row per target in y. The loss is
@@ -125,13 +131,17 @@ def measure(a: Checkpoint, b: Checkpoint, data: Data | Mapping[str, Data], *,
     net, state_a, state_b = _load_pair(a, b, model, model_class)
     for name, state in (("a", state_a), ("b", state_b)):
         _check_finite(name, state)
+    if _is_hf(data):
+        from .data.hf import dataset_splits
+
+        data = dataset_splits(data, columns, language_model)
     if isinstance(data, Mapping):
         if not data:
             raise ValueError("data holds no split")
         named = dict(data)
     else:
         named = {"test": data}
-    read = {name: _materialize(name, d) for name, d in named.items()}
+    read = {name: _materialize(name, d, columns, language_model) for name, d in named.items()}
     reset_given = (None if isinstance(bn_reset, bool)
                    else _materialize("bn_reset", bn_reset)[0])
     if batch_size is None:
@@ -241,9 +251,19 @@ def _check_finite(name: str, state: State) -> None:
                              "pair cannot be measured")
 
 
-def _materialize(name: str, data: Data) -> tuple[TensorData, int | None]:
+def _is_hf(data: Any) -> bool:
+    """Whether `data` is a Hugging Face `datasets` object (checked without importing it)."""
+    return type(data).__module__.split(".")[0] == "datasets"
+
+
+def _materialize(name: str, data: Data, columns: Any = None,
+                 language_model: bool = False) -> tuple[TensorData, int | None]:
     """A split as one `TensorData` (its batches concatenated, each checked first), and its first
-    batch's size (None for a `TensorData`)."""
+    batch's size (None for a `TensorData` or a dataset)."""
+    if _is_hf(data):
+        from .data.hf import dataset_splits
+
+        data = dataset_splits(data, columns, language_model, split=name)[name]
     if isinstance(data, TensorData):
         _check_batch(f"split {name!r}", data.x, data.y)
         if len(data) == 0:

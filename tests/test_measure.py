@@ -112,6 +112,34 @@ def test_safetensors_state_dicts_with_a_model_equal_the_modules_and_touch_nothin
     assert from_files.model is not scratch
 
 
+def _as_dataset(data: TensorData, image: str = "pixel_values", label: str = "label"):
+    from datasets import Dataset
+
+    return Dataset.from_dict({image: data.x.numpy(), label: data.y.numpy()}).with_format("torch")
+
+
+def test_a_hugging_face_dataset_gives_the_curves_of_the_same_tensors_byte_for_byte(small):
+    from datasets import DatasetDict
+
+    a, b = lenet(0), lenet(1)
+    tensors = M.measure(a, b, small, n_alpha=5, progress=False)
+    splits = DatasetDict({name: _as_dataset(d) for name, d in small.items()})
+    for data, columns in ((splits, None), ({n: d for n, d in splits.items()}, None),
+                          ({n: _as_dataset(d, "x", "y") for n, d in small.items()}, ("x", "y"))):
+        hf = M.measure(a, b, data, n_alpha=5, progress=False, columns=columns)
+        assert hf.curves.to_csv(index=False) == tensors.curves.to_csv(index=False)
+        assert hf.barriers.to_csv(index=False) == tensors.barriers.to_csv(index=False)
+
+
+def test_a_dataset_without_the_columns_fails_before_evaluating_naming_its_columns(small,
+                                                                                  monkeypatch):
+    monkeypatch.setattr(interpolate, "evaluate", lambda *a, **k: pytest.fail("evaluated"))
+    data = _as_dataset(small["test"], "pixels", "target")
+    with pytest.raises(ValueError) as info:
+        M.measure(lenet(0), lenet(1), data, n_alpha=3, progress=False)
+    assert "pixels" in str(info.value) and "target" in str(info.value)
+
+
 class WithFeatures(nn.Module):
     """Returns (logits, features), as many research models do."""
 

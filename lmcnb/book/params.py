@@ -253,9 +253,13 @@ class ChapterConfig(Section):
             raise ValueError(f"unknown profile {profile!r}; valid: {', '.join(cls.profiles)}")
         values = copy.deepcopy(dict(cls.profiles[profile]))
         own = set(names(cls)) - set(MACHINE_PARAMETERS) - {"profile"}
-        if set(values) != own:
+        required = {f.name for f in dataclasses.fields(cls) if f.name in own
+                    and f.default is dataclasses.MISSING
+                    and f.default_factory is dataclasses.MISSING}
+        if not required <= set(values) <= own:
             raise ValueError(f"profile {profile!r} of {cls.__name__}: keys "
-                             f"{sorted(set(values) ^ own)} do not match its fields")
+                             f"{sorted(set(values) - own)} are not fields, fields "
+                             f"{sorted(required - set(values))} have no value")
         accepted = own | set(MACHINE_PARAMETERS) | set(cls.aliases)
         if namespace is not None:
             undeclared = own - set(namespace)

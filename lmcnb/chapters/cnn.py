@@ -14,12 +14,13 @@ from ..book.params import ChapterConfig, Section, Steps, param
 from ..book.report import Claim, accuracy, at_step, k_star_text, pct, verdict
 from ..core.ref import Ref
 from ..data.tensors import TensorData
-from ..data.vision import load_vision, require_vision
+from ..data.vision import require_vision
 from ..experiments.catalog import build
 from ..experiments.setup import Setup
 from ..experiments.study import Results, children
 from ..measure import measure
 from ..train.recipe import TrainConfig
+from .common import SOURCE_HELP, DataSource, check_sources, source_of
 
 # Shapira's table: dataset, batch size, epochs, augmentation, Adam learning rate.
 RECIPES = {
@@ -53,6 +54,9 @@ PROFILES = {
                          "reduced_vgg": dict(batch_size=16, max_steps=8),
                          "alexnet": dict(batch_size=8, max_steps=8)}),
 }
+
+DATASETS = {r["dataset"]: m for m, r in RECIPES.items()}  # dataset → its network
+
 
 # The source's reported test accuracies of its fully trained networks.
 SOURCE_ACCURACY = {"lenet5": 0.9818, "reduced_vgg": 0.7136, "alexnet": 0.4064}
@@ -93,6 +97,7 @@ class Config(ChapterConfig):
     holdout: float = param("fraction of the training split kept out for validation", gt=0, lt=1)
     seed: int = param("the base seed of every stream", min=0)
     bn_reset: bool = param("also evaluate with BatchNorm statistics reset after interpolation")
+    data_source: DataSource = param(SOURCE_HELP, default="default", keys=tuple(DATASETS))
 
     @property
     def models(self) -> list[str]:
@@ -118,26 +123,29 @@ def setups(c: Config, chapter: str = "cnn_baselines") -> dict[str, Setup]:
     missing = [m for m in c.models if m not in c.train]
     if missing:
         raise ValueError(f"train has no section for {missing}; give batch_size and max_steps")
+    check_sources(c.data_source, tuple(RECIPES[m]["dataset"] for m in c.models), c.data_dir)
     return {m: _setup(m, c, chapter) for m in c.models}
 
 
 def _setup(model: str, c: Config, chapter: str) -> Setup:
     recipe = RECIPES[model]
     dataset = recipe["dataset"]
-    require_vision(dataset, c.data_dir)
+    src = source_of(c.data_source, dataset)
+    if not src:
+        require_vision(dataset, c.data_dir)
     t = c.train[model]
     train = TrainConfig(optimizer="adam", lr=recipe["lr"], augment=recipe["augment"],
                         batch_size=t.batch_size, max_steps=t.max_steps, patience=t.patience)
     holdout = {"holdout": c.holdout} if train.patience else {}
 
     def split(name: str) -> Ref:
-        return Ref.of("data", "vision", name=dataset, split=name, **holdout)
+        return Ref.of("data", "vision", name=dataset, split=name, **holdout, **src)
 
-    n_classes = len(load_vision(dataset, "train", c.data_dir).classes)
+    n_classes = len(build(split("train"), c.data_dir).classes)
     augment = Ref.of("augment", "crop_flip", dataset=dataset) if recipe["augment"] else None
     s = Setup(chapter=chapter, model=model, dataset=dataset,
               net=Ref.of("model", model, num_classes=n_classes), train_data=split("train"),
-              test_data=Ref.of("data", "vision", name=dataset, split="test"), train=train,
+              test_data=Ref.of("data", "vision", name=dataset, split="test", **src), train=train,
               runs_dir=c.runs_dir, val_data=split("val") if train.patience else None,
               augment=augment,
               model_args=(("num_classes", n_classes),), device=c.device or "auto",

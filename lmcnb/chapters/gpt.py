@@ -37,6 +37,7 @@ from ..models.gpt import (
 )
 from ..models.pretrained import pretrained_id, publish, same_weights
 from ..train.recipe import TrainConfig
+from .common import SOURCE_HELP, check_sources, source_of
 
 if TYPE_CHECKING:
     from transformers import GPT2Config
@@ -135,6 +136,7 @@ class Config(ChapterConfig):
     prompt: str = param("the α-slider's text prompt")
     sample_tokens: int = param("tokens sampled after the prompt", min=1)
     seed: int = param("the base seed of every stream", min=0)
+    data_source: str = param(SOURCE_HELP + " (here: of `dataset`)", default="default")
 
     aliases = {  # the source's flag names
         "model_config": "model", "model_iters": "spawn_steps", "max_iters": "train.max_iters",
@@ -199,7 +201,8 @@ Config.profiles = PROFILES
 def tokenizers(c: Config) -> dict[str, Ref]:
     """The chapter's tokenizers of the corpus: characters, and GPT-2's BPE (offline: one trained
     on the training split)."""
-    return {kind: Ref.of("tokenizer", kind, corpus=c.dataset) for kind in ("char", "bpe")}
+    src = source_of(c.data_source, c.dataset)
+    return {kind: Ref.of("tokenizer", kind, corpus=c.dataset, **src) for kind in ("char", "bpe")}
 
 
 def setups(c: Config) -> dict[str, Setup]:
@@ -207,7 +210,9 @@ def setups(c: Config) -> dict[str, Setup]:
     fine-tuning section's too); nothing trains."""
     from ..data.text import require_text
 
-    require_text(c.dataset, c.data_dir)
+    check_sources(c.data_source, (c.dataset,), c.data_dir)
+    if not source_of(c.data_source, c.dataset):
+        require_text(c.dataset, c.data_dir)
     if c.finetune.enabled and c.finetune.source == OWN_PTB:
         require_text("ptb", c.data_dir)
     toks = tokenizers(c)
@@ -217,6 +222,7 @@ def setups(c: Config) -> dict[str, Setup]:
         tok = build(toks[cfg.tokenizer], c.data_dir)
         out[name] = lm_setup(CHAPTER, name, hf_config(cfg, len(tok)), toks[cfg.tokenizer],
                              c.dataset, c.train.recipe(), c.runs_dir, eval_iters=c.eval_iters,
+                             source=c.data_source,
                              eval_tokens=c.eval_tokens, device=c.device or "auto",
                              data_dir=c.data_dir, seed=c.seed, n_alpha=c.n_alpha)
         out[name].steps(c.spawn_steps)
@@ -237,11 +243,11 @@ def _identity(config: GPT2Config, tokenizer: Tokenizer, pretrained: str | None, 
 def lm_setup(chapter: str, model: str, config: GPT2Config, tokenizer: Ref, corpus: str,
              train: TrainConfig, runs_dir: str | Path, *, pretrained: str | None = None,
              train_stride: int | None = None, eval_tokens: int = 8192,
-             chars: int | None = None, data_dir: str | None = None,
+             chars: int | None = None, source: str = "default", data_dir: str | None = None,
              **setup_kwargs: Any) -> Setup:
     """A language-model `Setup`: token windows of both splits of `corpus` (their first `chars`
-    characters if given) under `tokenizer`, and a GPT built from `config` (random init) or loaded
-    from `pretrained` (k counts fine-tuning steps).
+    characters if given; from data `source`, `lmcnb.data.sources`) under `tokenizer`, and a GPT
+    built from `config` (random init) or loaded from `pretrained` (k counts fine-tuning steps).
 
     Training windows start every `train_stride` tokens (default: non-overlapping); test windows
     never overlap. An evaluation batch holds about `eval_tokens` tokens, so `eval_iters`
@@ -258,7 +264,7 @@ def lm_setup(chapter: str, model: str, config: GPT2Config, tokenizer: Ref, corpu
 
     def windows(split: str, step: int | None) -> Ref:
         return Ref.of("data", "text_windows", corpus=corpus, split=split, tokenizer=tokenizer,
-                      block=block, stride=step, chars=chars)
+                      block=block, stride=step, chars=chars, **source_of(source, corpus))
 
     return Setup(chapter=chapter, model=model, dataset=corpus, net=net,
                  train_data=windows("train", stride), test_data=windows("test", None), train=train,
@@ -329,6 +335,7 @@ def finetune_setups(c: Config, source: str) -> dict[str, Setup]:
     tokenizer = Ref.of("tokenizer", "pretrained", source=source)
     out = {start: lm_setup(CHAPTER, f"{ft.model}-{start}", config, tokenizer, c.dataset,
                            ft.train.recipe(), c.runs_dir, pretrained=src, eval_iters=ft.eval_iters,
+                           source=c.data_source,
                            eval_tokens=c.eval_tokens, device=c.device or "auto",
                            data_dir=c.data_dir, seed=c.seed, n_alpha=c.n_alpha)
            for start, src in {"pretrained": source, "scratch": None}.items()}

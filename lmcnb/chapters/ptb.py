@@ -36,6 +36,7 @@ from ..lmc.metrics import (
 )
 from ..models.transformer_lm import TransformerLMConfig
 from ..train.recipe import TrainConfig
+from .common import SOURCE_HELP, check_sources, source_of
 
 CHAPTER = "ptb_transformer"
 
@@ -114,6 +115,7 @@ class Config(ChapterConfig):
         "the noise ablation's sources: the streams in which two children differ")
     noise_steps: list[Steps] = param("spawn steps of the noise ablation (among spawn_steps)")
     seed: int = param("the base seed of every stream", min=0)
+    data_source: str = param(SOURCE_HELP + " (here: of PTB)", default="default")
 
     def check(self, path: str) -> None:
         """A grid that holds the seed's 11 points, and at least one noise source."""
@@ -164,13 +166,16 @@ def setups(c: Config, chapter: str = CHAPTER) -> dict[str, Setup]:
     `eval_streams` streams. An evaluation batch holds about `eval_tokens` tokens. A number of
     chunks beyond what the split holds is refused, with the maximum named.
     """
-    require_text("ptb", c.data_dir)
-    vocab = build(Ref.of("tokenizer", "ptb_vocab", eos=c.eos), c.data_dir)
+    check_sources(c.data_source, ("ptb",), c.data_dir)
+    src = source_of(c.data_source, "ptb")
+    if not src:
+        require_text("ptb", c.data_dir)
+    vocab = build(Ref.of("tokenizer", "ptb_vocab", eos=c.eos, **src), c.data_dir)
     config = asdict(TransformerLMConfig(vocab_size=len(vocab), **c.model.as_dict()))
 
     def streams(split: str, n: int, limit: int | None = None) -> Ref:
         return Ref.of("data", "ptb_streams", split=split, streams=n, bptt=c.bptt, eos=c.eos,
-                      limit=limit)
+                      limit=limit, **src)
 
     for name, split, n in (("train_chunks", "train", c.batch_size),
                            ("valid_chunks", "valid", c.eval_streams)):

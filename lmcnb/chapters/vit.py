@@ -33,6 +33,7 @@ from ..lmc.metrics import STABLE_THRESHOLD
 from ..models.pretrained import pretrained_id
 from ..models.vit import ViTShape, load_pretrained, save_pretrained, vit_shape
 from ..train.recipe import TrainConfig
+from .common import SOURCE_HELP, DataSource, check_sources, source_of
 from .pruning import stability_and_accuracy
 
 CHAPTER = "vit_platon"
@@ -157,6 +158,8 @@ class Config(ChapterConfig):
     eval_iters: int | Literal["all"] = param("'all', or evaluation batches per split", min=1)
     eval_batch: int = param("images per evaluation batch", min=1)
     seed: int = param("the base seed of every stream", min=0)
+    data_source: DataSource = param(SOURCE_HELP, default="default",
+                                    keys=("cifar10", "tiny_imagenet"))
 
     def check(self, path: str) -> None:
         """A known shape, a start that exists, the pretraining section 'own' needs."""
@@ -214,14 +217,15 @@ Config.profiles = PROFILES
 
 def pretrain(shape: str, train: TrainConfig, runs_dir: str | Path, steps: Sequence[int | str], *,
              images: Images, dataset: str = "tiny_imagenet", size: int = 32,
-             device: str = "auto", seed: int = 0, data_dir: str | None = None,
-             executor: Any = "serial") -> dict[int, str]:
+             source: str = "default", device: str = "auto", seed: int = 0,
+             data_dir: str | None = None, executor: Any = "serial") -> dict[int, str]:
     """Pretrain a ViT of `shape` on all classes of `dataset` at `size`×`size` (Han and Zhu's
     augmentation as `images` says, when `train.augment`) as a resumable run on `executor`, and
     publish its weights at each of `steps` (0 is the initialization) as a `save_pretrained`
     folder, `<runs_dir>/pretrained/<run id>-step<k>`. Returns {step: folder};
     `load_pretrained(folder, num_labels)` reads any of them as `from_pretrained` reads a hub id."""
-    data = Ref.of("data", "vit_images", name=dataset, split="train", size=size)
+    data = Ref.of("data", "vit_images", name=dataset, split="train", size=size,
+                  **source_of(source, dataset))
     labels = len(build(data, data_dir).classes)
     net = Ref.of("model", "vit", shape=shape, num_labels=labels)
     aug = replace(images, normalize="dataset").augment(dataset) if train.augment else None
@@ -252,7 +256,7 @@ def pretrain(shape: str, train: TrainConfig, runs_dir: str | Path, steps: Sequen
 
 def vit_setup(chapter: str, model: str, train: TrainConfig, runs_dir: str | Path, *,
               images: Images, shape: str | None = None, pretrained: str | None = None,
-              dataset: str = "cifar10", data_dir: str | None = None,
+              dataset: str = "cifar10", source: str = "default", data_dir: str | None = None,
               **setup_kwargs: Any) -> Setup:
     """An image-classification `Setup` for a ViT: a random initialization of `shape`, or
     `pretrained` (a hub id or a `save_pretrained` directory) with a new head; either way the head
@@ -263,7 +267,8 @@ def vit_setup(chapter: str, model: str, train: TrainConfig, runs_dir: str | Path
         raise ValueError("give a ViT shape (random initialization) or a pretrained source, "
                          "not both")
     split = {s: Ref.of("data", "vit_images", name=dataset, split=s, size=images.size,
-                       normalize=images.normalize) for s in ("train", "test")}
+                       normalize=images.normalize, **source_of(source, dataset))
+             for s in ("train", "test")}
     labels = len(build(split["train"], data_dir).classes)
     if pretrained is not None:
         digest = pretrained_id(pretrained)
@@ -291,6 +296,7 @@ def chapter_setup(c: Config, start: str, source: str | None = None) -> Setup:
     return vit_setup(CHAPTER, f"{c.shape}-{start}", c.finetune.recipe(), c.runs_dir,
                      images=c.images, shape=c.shape if source is None else None,
                      pretrained=source, data_dir=c.data_dir, device=c.device or "auto",
+                     source=source_of(c.data_source, "cifar10").get("source", "default"),
                      seed=c.seed, n_alpha=c.n_alpha, eval_iters=c.eval_iters,
                      eval_batch_size=c.eval_batch)
 
@@ -326,10 +332,12 @@ def setups(c: Config) -> dict[str, Setup]:
     """The random-init setup ("from scratch"), with every value of `c` checked against the data
     first — spawn steps against the length of training, the pruning schedule, a hub model's shape;
     nothing trains. The fine-tuned setup needs the pretrained model: `finetuned_setup`."""
-    require_vision("cifar10", c.data_dir)
-    if c.pretrain is not None:
-        require_vision("tiny_imagenet", c.data_dir)
-    elif c.pretrained != OWN:
+    used = ("cifar10", "tiny_imagenet") if c.pretrain is not None else ("cifar10",)
+    check_sources(c.data_source, used, c.data_dir)
+    for dataset in used:
+        if not source_of(c.data_source, dataset):
+            require_vision(dataset, c.data_dir)
+    if c.pretrained != OWN:
         check_shape(c, c.pretrained)
     scratch = chapter_setup(c, "scratch")
     for name, steps in (("spawn_steps", c.spawn_steps), ("scratch_steps", c.scratch_steps),
@@ -350,8 +358,10 @@ def own_checkpoints(c: Config) -> dict[int, str]:
     train = c.finetune.recipe(batch_size=pt.batch_size, max_steps=pt.steps, lr=pt.lr,
                               warmup_steps=pt.warmup_steps, schedule=pt.schedule)
     return pretrain(c.shape, train, c.runs_dir, [*pt.checkpoints, pt.steps], images=c.images,
-                    size=vit_shape(c.shape).image_size, device=c.device or "auto", seed=c.seed,
-                    data_dir=c.data_dir, executor=c.executor)
+                    size=vit_shape(c.shape).image_size,
+                    source=source_of(c.data_source, "tiny_imagenet").get("source", "default"),
+                    device=c.device or "auto", seed=c.seed, data_dir=c.data_dir,
+                    executor=c.executor)
 
 
 def finetuned_setup(c: Config, checkpoints: Mapping[int, str]) -> Setup:

@@ -27,13 +27,15 @@ def pixel_stats(dataset: str, normalize: str = "dataset") -> tuple[tuple[float, 
 
 
 def vit_images(dataset: str, split: str, data_dir: Any = None, size: int | None = None,
-               normalize: str = "dataset") -> Any:
-    """A vision dataset split as a ViT sees it: resized to `size`×`size` (antialiased, so 64 px
-    Tiny ImageNet becomes 32 px like CIFAR-10) and normalized with `pixel_stats`."""
+               normalize: str = "dataset", source: str = "default") -> Any:
+    """A vision dataset split (from `source`, `lmcnb.data.sources`) as a ViT sees it: resized to
+    `size`×`size` (antialiased, so 64 px Tiny ImageNet becomes 32 px like CIFAR-10) and
+    normalized with `pixel_stats`."""
+    from .sources import vision_split
     from .tensors import TensorData
-    from .vision import MEAN, STD, load_vision
+    from .vision import MEAN, STD
 
-    data = load_vision(dataset, split, data_dir)
+    data = vision_split(dataset, split, source, data_dir)
     x = data.x
     if size is not None and tuple(x.shape[-2:]) != (size, size):
         x = v2.functional.resize(x, [size, size], antialias=True)

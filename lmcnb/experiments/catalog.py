@@ -262,11 +262,12 @@ def _pretrained_vit(data_dir: Any, source: str, num_labels: int, digest: str | N
 
 @register("data", "vit_images")
 def _vit_images(data_dir: Any, name: str, split: str, size: int | None = None,
-                normalize: str = "dataset"):
-    """A split resized to `size` and normalized for a ViT (`lmcnb.data.images.vit_images`)."""
+                normalize: str = "dataset", source: str = "default"):
+    """A split (from `source`) resized to `size` and normalized for a ViT
+    (`lmcnb.data.images.vit_images`)."""
     from ..data.images import vit_images
 
-    return vit_images(name, split, data_dir, size, normalize)
+    return vit_images(name, split, data_dir, size, normalize, source)
 
 
 @register("augment", "vit")
