@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 export LMCNB_DATA ?= $(CURDIR)/data
 export PYTHONUNBUFFERED := 1
 
-.PHONY: env book test smoke unit accepted
+.PHONY: env book test smoke unit accepted js publish
 
 $(VENV)/.ready: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,9 +32,14 @@ accepted: env
 NPM_CHECK := command -v npm >/dev/null || (apt-get update && apt-get install -y npm)
 CHROMIUM_CHECK := command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 
-# Execute every chapter at the book profile (cached runs make a re-run quick), build _build/html.
-book: env accepted
+# The book's JavaScript and the workflow linter, from package-lock.json.
+node_modules/.package-lock.json: package-lock.json package.json
 	$(NPM_CHECK)
+	npm ci --no-audit --no-fund --ignore-scripts
+js: node_modules/.package-lock.json
+
+# Execute every chapter at the book profile (cached runs make a re-run quick), build _build/html.
+book: env accepted js
 	$(BIN)/python -m lmcnb.book.execute --profile book --out _build/executed --build
 
 # Unit tests, every chapter at the smoke profile (whose run and study folders must keep their
@@ -43,8 +48,7 @@ book: env accepted
 # outputs; fresh training's reproducibility is the unit tests' job), the book built from those
 # copies with warnings as errors, then the built pages in headless Chromium.
 SMOKE_RUNS := $(CURDIR)/_build/smoke-runs
-test: env accepted
-	$(NPM_CHECK)
+test: env accepted js
 	$(CHROMIUM_CHECK)
 	$(BIN)/ruff check lmcnb tests benchmarks notebooks
 	$(BIN)/python -m pytest -q tests --ignore=tests/test_browser.py --ignore=tests/test_identity.py
@@ -53,3 +57,9 @@ test: env accepted
 	LMCNB_RUNS=$(SMOKE_RUNS) $(BIN)/python -m pytest -q --nbval-lax -p no:cacheprovider _build/smoke/*.ipynb
 	$(BIN)/python -m lmcnb.book.execute --out _build/smoke --no-execute --build
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_browser.py
+
+# Publish a book built locally (make book) to the gh-pages branch of the repository's origin, as
+# the GitHub Pages workflow (.github/workflows/book.yml) does from CI.
+publish: env
+	test -f _build/html/index.html || { echo "no built book: run make book first"; exit 1; }
+	$(BIN)/ghp-import --no-jekyll --push --force _build/html
