@@ -61,9 +61,11 @@ _RULE = re.compile(r"^(stable|unstable|<\s*(?P<lt>[-\d.e]+)|>\s*(?P<gt>[-\d.e]+)
 class Claim:
     """A source's published statement and the book's measurement of the same quantity.
 
-    `rule` says when they agree: `"stable"` / `"unstable"` (against the threshold), `"<x"`,
-    `">x"`, or `"≈x±t"` (within t, CI included). `note` names what the source did differently
-    and what that does to its number. A measured value that is not a fraction (a loss) has
+    `rule` says what the source claims: `"stable"` / `"unstable"` (against the threshold),
+    `"<x"`, `">x"`, or `"≈x±t"` (within t of x). `ci` is the half-width of the measurement's 95%
+    CI over `n` replicates (or, for one run, a bootstrap CI over its evaluation examples); a
+    measurement without a CI decides nothing. `note` names what the source did differently and
+    what that does to its number. A measured value that is not a fraction (a loss) has
     `percent=False`.
     """
 
@@ -75,11 +77,12 @@ class Claim:
     rule: str = "stable"
     note: str = ""
     percent: bool = True  # the measured value is a fraction shown as a percentage
+    n: int | None = None  # replicates behind the CI (None: a bootstrap CI, or none)
 
     def measured_text(self) -> str:
         """The measured value as the claims table shows it (a percentage, or a loss)."""
         if not self.percent and self.measured is not None:
-            ci = "" if self.ci is None or math.isnan(self.ci) else f" ± {self.ci:.3g}"
+            ci = "" if _missing(self.ci) else f" ± {self.ci:.3g}"
             return f"{self.measured:.3g}{ci}"
         return pct(self.measured, self.ci)
 
@@ -88,57 +91,145 @@ class Claim:
             raise ValueError(f"unknown rule {self.rule!r}; valid: 'stable', 'unstable', '<x', "
                              "'>x', '≈x±t'")
 
-    def outcome(self) -> str:
-        """"agrees", "differs", "undecided" (the CI spans the boundary) or "not measured"."""
-        if self.measured is None or math.isnan(self.measured):
-            return "not measured"
+    def _band(self) -> tuple[float, float]:
+        """The values the claim allows, as an interval."""
         m = _RULE.match(self.rule)
-        lo, hi = _bounds(self.measured, self.ci)
+        if self.rule == "stable":
+            return -math.inf, STABLE_THRESHOLD
+        if self.rule == "unstable":
+            return STABLE_THRESHOLD, math.inf
         if m["x"] is not None:
             x, tol = float(m["x"]), float(m["tol"])
-            return "agrees" if lo <= x + tol and hi >= x - tol else "differs"
-        if self.rule in ("stable", "unstable"):
-            found = verdict(self.measured, self.ci)
-            return "undecided" if found == "undecided" else (
-                "agrees" if found == self.rule else "differs")
-        below = m["lt"] is not None
-        bound = float(m["lt"] if below else m["gt"])
-        if hi < bound:
-            return "agrees" if below else "differs"
-        if lo > bound:
-            return "differs" if below else "agrees"
-        return "undecided"
+            return x - tol, x + tol
+        return (-math.inf, float(m["lt"])) if m["lt"] is not None else (float(m["gt"]), math.inf)
+
+    def outcome(self) -> str:
+        """"agrees" when the whole 95% CI lies inside the claim's band (on its side of the
+        threshold), "differs" when CI and band are disjoint, else "undecided"; "not measured"
+        without a number. A wider CI never agrees more easily."""
+        if _missing(self.measured):
+            return "not measured"
+        if _missing(self.ci):
+            return "undecided"
+        lo, hi = self.measured - self.ci, self.measured + self.ci
+        low, high = self._band()
+        if self.rule in ("stable",) or self.rule.startswith("<"):  # below an open edge
+            inside, outside = hi < high, lo >= high
+        elif self.rule == "unstable":  # at or above the threshold
+            inside, outside = lo >= low, hi < low
+        elif self.rule.startswith(">"):
+            inside, outside = lo > low, hi <= low
+        else:  # ≈x±t
+            inside, outside = low <= lo and hi <= high, hi < low or lo > high
+        return "agrees" if inside else "differs" if outside else "undecided"
+
+    def to_decide(self) -> str:
+        """For an undecided claim: why, and about how many replicates a decision would need at
+        the measured spread (the t-interval shrinking until it clears the band's nearest edge)."""
+        if self.outcome() != "undecided":
+            return ""
+        if _missing(self.ci):
+            return "no confidence interval"
+        edges = [e for e in self._band() if math.isfinite(e)]
+        gap = min(abs(self.measured - e) for e in edges)
+        if self.n is None or self.n < 2:
+            return "a single run: more replicates"
+        sd = self.ci * math.sqrt(self.n) / _t(self.n)
+        needed = replicates_to_resolve(sd, gap)
+        return (f"the CI spans the band's edge; about {needed} replicates at this spread"
+                if needed else "the mean sits on the band's edge")
+
+
+def _missing(x: float | None) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def _t(n: int) -> float:
+    from scipy import stats
+
+    return float(stats.t.ppf(0.975, n - 1))
+
+
+def replicates_to_resolve(sd: float, gap: float, most: int = 10_000) -> int | None:
+    """The smallest n whose 95% t-interval t·sd/√n is narrower than `gap` (None: never within
+    `most`)."""
+    if gap <= 0 or not math.isfinite(sd):
+        return None
+    n = 2
+    while n <= most:
+        if _t(n) * sd / math.sqrt(n) < gap:
+            return n
+        n += 1
+    return None
 
 
 def claims_table(claims: Iterable[Claim]) -> pd.DataFrame:
-    """One row per claim: the source's statement, the book's number, the outcome, the note."""
+    """One row per claim: the source's statement, the book's number, the outcome (and what a
+    decision would take), the note."""
     return pd.DataFrame([{"source": c.source, "statement": c.statement,
                           "this book": f"{c.quantity}: {c.measured_text()}",
-                          "outcome": c.outcome(), "what differs": c.note} for c in claims])
+                          "outcome": c.outcome() + (f" ({c.to_decide()})" if c.to_decide()
+                                                    else ""),
+                          "what differs": c.note} for c in claims])
+
+
+def outcome_counts(claims: Iterable[Claim]) -> dict[str, int]:
+    """How many claims agree, differ, are undecided, and were not measured."""
+    counts = {"agrees": 0, "differs": 0, "undecided": 0, "not measured": 0}
+    for c in claims:
+        counts[c.outcome()] += 1
+    return counts
+
+
+def show(table: pd.DataFrame, wrap: bool = True):
+    """`table` for the page: no index, numbers as given, long text wrapping inside its column
+    (`wrap`) so that no cell is cut off."""
+    styler = table.style.hide(axis="index")
+    return styler.set_table_attributes(f'class="dataframe lmcnb-table{" wrap" if wrap else ""}"')
+
+
+def quantities(results: Results) -> tuple[str, str]:
+    """The chapter's barrier and the sources' measure of the same pairs: the error barrier and
+    Frankle's I_E for classifiers; the relative perplexity barrier and R for language models."""
+    if "relative_ppl_instability" in results.barriers:
+        return "relative_ppl_barrier", "relative_ppl_instability"
+    return "error_barrier", "instability_error"
 
 
 def instability_column(results: Results) -> str:
-    """The chapter's instability: relative perplexity for language models, else error."""
-    return ("relative_ppl_instability" if "relative_ppl_instability" in results.barriers
-            else "instability_error")
+    """The sources' instability: relative perplexity for language models, else error."""
+    return quantities(results)[1]
 
 
-def stability_table(results: Results, split: str = "test",
-                    column: str | None = None) -> pd.DataFrame:
-    """Per spawn step: replicates, mean ± 95% CI of the instability, and the verdict."""
-    column = column or instability_column(results)
+NAMES = {"error_barrier": "error barrier", "instability_error": "I_E (Frankle)",
+         "relative_ppl_barrier": "PPL barrier / max PPL", "relative_ppl_instability": "R (hahacen)",
+         "loss_barrier": "loss barrier"}
+
+
+def stability_table(results: Results, split: str = "test") -> pd.DataFrame:
+    """Per spawn step: replicates; the barrier (mean ± 95% CI) and its verdict — the verdict of
+    the page; the sources' measure of the same pairs and its verdict; and a note where that
+    measure exceeds the threshold only through the gap between the ends."""
+    barrier, measure = quantities(results)
     s = results.summary()
     s = s[(s.split == split) & ~s.get("bn_reset", pd.Series(False, index=s.index)).astype(bool)]
-    return pd.DataFrame([{"k": int(r.spawn_step), "n": int(r.n),
-                          column: pct(getattr(r, column), getattr(r, f"{column}_ci95")),
-                          "verdict": verdict(getattr(r, column), getattr(r, f"{column}_ci95"))}
-                         for r in s.sort_values("spawn_step").itertuples()])
+    rows = []
+    for r in s.sort_values("spawn_step").itertuples():
+        b = (getattr(r, barrier), getattr(r, f"{barrier}_ci95"))
+        m = (getattr(r, measure), getattr(r, f"{measure}_ci95"))
+        vb, vm = verdict(*b), verdict(*m)
+        note = ("the gap between the ends, not a barrier" if vm != "stable" and vb == "stable"
+                else "")
+        rows.append({"k": int(r.spawn_step), "n": int(r.n), NAMES[barrier]: pct(*b),
+                     "verdict": vb, NAMES[measure]: pct(*m), "its verdict": vm, "note": note})
+    return pd.DataFrame(rows)
 
 
 def at_step(results: Results, k: int, split: str = "test",
             column: str | None = None) -> tuple[float, float]:
-    """Mean and 95% CI half-width of the instability at spawn step `k`."""
-    column = column or instability_column(results)
+    """Mean and 95% CI half-width of `column` (default: the barrier, `quantities`) at spawn step
+    `k` over the study's replicates."""
+    column = column or quantities(results)[0]
     s = results.summary()
     row = s[(s.spawn_step == k) & (s.split == split)
             & ~s.get("bn_reset", pd.Series(False, index=s.index)).astype(bool)]

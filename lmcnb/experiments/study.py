@@ -88,7 +88,8 @@ class Results:
 
     def summary(self, by: Sequence[str] = ("spawn_step", "split", "bn_reset")) -> pd.DataFrame:
         """Mean and 95% CI of every barrier over replicates."""
-        extra = ["relative_ppl_instability"] if "relative_ppl_instability" in self.barriers else []
+        extra = [c for c in ("relative_ppl_instability", "relative_ppl_barrier")
+                 if c in self.barriers]
         by = [b for b in by if b in self.barriers]
         return aggregate(self.barriers, by, BARRIER_COLUMNS + extra + ["error_a", "error_b"])
 

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 import torch
-from scipy import stats
 
 STABLE_THRESHOLD = 0.02
 
@@ -46,6 +45,18 @@ def relative_ppl_instability(losses: np.ndarray) -> float:
     """hahacen's study: (max PPL − mean endpoint PPL) / max PPL, with PPL = exp(loss)."""
     ppl = np.exp(np.asarray(losses, float))
     return float((ppl.max() - 0.5 * (ppl[0] + ppl[-1])) / ppl.max())
+
+
+def relative_ppl_barrier(alphas: np.ndarray, losses: np.ndarray) -> float:
+    """The barrier of the perplexity path, relative: max over 0 < α < 1 of
+    PPL(α) − [(1 − α)·PPL(0) + α·PPL(1)], divided by max PPL (signed; PPL = exp(loss)).
+
+    R's barrier-first companion: R measures the peak against the mean of the ends, so two ends of
+    different perplexity give R > 0 along a straight (or convex) path; this is 0 there, and it
+    rises only where the path climbs above the line between its ends.
+    """
+    ppl = np.exp(np.asarray(losses, float))
+    return barrier(alphas, ppl)[0] / float(ppl.max())
 
 
 def seed_relative_ppl_instability(losses: np.ndarray) -> float:
@@ -108,6 +119,7 @@ def barriers(alphas: Sequence[float], loss: Sequence[float], error: Sequence[flo
     }
     if language_model:
         out["relative_ppl_instability"] = worst(relative_ppl_instability(loss))
+        out["relative_ppl_barrier"] = worst(relative_ppl_barrier(a, loss))
         out["stable"] = out["relative_ppl_instability"] < threshold
     else:
         out["stable"] = out["instability_error"] < threshold
@@ -127,6 +139,8 @@ def l2_distance(state_a: dict[str, torch.Tensor],
 
 def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
     """Mean and the half-width of its Student-t confidence interval (nan for one value)."""
+    from scipy import stats  # ~0.6 s to import: only where an interval is computed
+
     x = np.asarray(values, float)
     x = x[~np.isnan(x)]
     if x.size == 0:
