@@ -98,6 +98,7 @@ def measure(a: Checkpoint, b: Checkpoint, data: Data | Mapping[str, Data], *,
             bn_reset: bool | Data = False, language_model: bool = False,
             threshold: float = STABLE_THRESHOLD, device: str = "auto",
             batch_size: int | None = None, columns: str | tuple[str, str] | None = None,
+            align: str | None = None, repair: bool = False,
             progress: bool = True) -> Measurement:
     """Interpolate from `a` (α = 0) to `b` (α = 1) on `n_alpha` points; every barrier per split.
 
@@ -120,11 +121,24 @@ def measure(a: Checkpoint, b: Checkpoint, data: Data | Mapping[str, Data], *,
     `language_model`: also report the relative perplexity instability, and judge stability by it.
     `batch_size`: examples per forward pass; default: the first batch's size (else 1000).
     `device`: "auto" (the best this machine has), or one it has ("cpu", "cuda", "mps").
+    `align`: first permute B's hidden units to match A's — "weights" (weight matching) or
+    "activations" (activation matching on the "train" split, else the first) — for networks
+    trained from different initializations (`lmcnb.lmc.align`; the model needs a permutation
+    spec, built in or derived for a plain `nn.Sequential`). `repair`: rescale every θ(α)'s
+    channels to the interpolated endpoint statistics (REPAIR, `lmcnb.lmc.repair`), measured on
+    the same split. The curves are then those of θ_A and π(θ_B).
     Every input is checked before the first α is evaluated: the arguments, both ends (no
     non-finite parameter or buffer), and every batch (x and y of one length, finite inputs,
     integer targets, the shapes of batch 0, targets the model's output has logits for).
     """
     alphas = alpha_grid(n_alpha)
+    if align is not None:
+        from .lmc.align import ALIGNMENTS
+
+        if align not in ALIGNMENTS[1:]:
+            raise ValueError(f"align must be None, 'weights' or 'activations' (got {align!r})")
+    if not isinstance(repair, bool):
+        raise ValueError(f"repair must be True or False (got {repair!r})")
     if batch_size is not None:
         at_least("batch_size", batch_size, 1)
     device = pick_device(device)
@@ -152,9 +166,20 @@ def measure(a: Checkpoint, b: Checkpoint, data: Data | Mapping[str, Data], *,
     splits = {name: eval_subset(d, "all", batch_size, device) for name, (d, _) in read.items()}
     reset_data = _reset_data(bn_reset, reset_given, net, splits, batch_size, device)
     _check_output(net, splits, {name for name, (_, n) in read.items() if n is not None})
+    fit = splits.get("train", next(iter(splits.values())))  # what alignment and REPAIR see
+    renormalize = None
+    if align is not None:
+        from .lmc.align import aligned_state
+
+        state_b = {k: v.to("cpu") for k, v in
+                   aligned_state(net, state_a, state_b, align, fit).items()}
+    if repair:
+        from .lmc.repair import Repair
+
+        renormalize = Repair(net, state_a, state_b, fit, batch_size=batch_size).apply
     curves, table = pair_tables(net, state_a, state_b, splits, alphas, batch_size=batch_size,
                                 bn_reset_data=reset_data, language_model=language_model,
-                                threshold=threshold, progress=progress)
+                                threshold=threshold, renormalize=renormalize, progress=progress)
     return Measurement(curves, table, net, state_a, state_b)
 
 

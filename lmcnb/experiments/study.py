@@ -54,20 +54,30 @@ def _eval_data(setup: Setup) -> dict[str, Any]:
 
 
 def compare(setup: Setup, a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], folder: Path,
-            key: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Curves and barriers of one pair (cached in `folder/pairs`), with `key` as leading columns."""
+            key: dict[str, Any], align: str = "none",
+            repair: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Curves and barriers of one pair (cached in `folder/pairs`), with `key` as leading columns;
+    B's units first matched to A's (`align`), the path renormalized by REPAIR (`repair`, with the
+    endpoint statistics of the BatchNorm-reset sample of the training split)."""
     name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     curve_path = folder / "pairs" / f"{name}.curves.csv"
     barrier_path = folder / "pairs" / f"{name}.barriers.csv"
     cached = read_table(curve_path), read_table(barrier_path)
     if cached[0] is not None and cached[1] is not None:
         return cached
+    from ..lmc.align import aligned_state
+    from ..lmc.repair import Repair
+
     ev = _eval_data(setup)
     reset = setup.bn_reset and has_batchnorm(ev["model"])
+    b = aligned_state(ev["model"], a, b, align, ev["bn"], setup.seed)
+    renormalize = (Repair(ev["model"], a, b, ev["bn"], batch_size=setup.eval_batch_size).apply
+                   if repair else None)
     curves_df, barriers_df = pair_tables(
         ev["model"], a, b, ev["splits"], alpha_grid(setup.n_alpha),
         batch_size=setup.eval_batch_size, bn_reset_data=ev["bn"] if reset else None,
-        language_model=setup.language_model, threshold=setup.threshold)
+        language_model=setup.language_model, threshold=setup.threshold,
+        renormalize=renormalize)
     lead = {"chapter": setup.chapter, "model": setup.model, "dataset": setup.dataset, **key}
     for df in (curves_df, barriers_df):
         for i, (col, val) in enumerate(lead.items()):
@@ -119,8 +129,11 @@ def _child_task(setup: Setup, step: int, stop_at: int | None, tag: tuple, parent
 
 
 def _compare_task(setup: Setup, folder: Path, key: dict[str, Any], step_a: int | None,
-                  step_b: int | None, run_a: Run, run_b: Run) -> tuple[pd.DataFrame, pd.DataFrame]:
-    return compare(setup, run_a.ensure_weights(step_a), run_b.ensure_weights(step_b), folder, key)
+                  step_b: int | None, align: str, repair: bool, run_a: Run,
+                  run_b: Run) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Compare two finished runs (`compare`)."""
+    return compare(setup, run_a.ensure_weights(step_a), run_b.ensure_weights(step_b), folder, key,
+                   align, repair)
 
 
 @dataclass
@@ -147,11 +160,12 @@ class Plan:
         return self._add(key, _child_task, self.setup, step, stop_at, tag, deps=(parent,))
 
     def compare(self, key: dict[str, Any], a: str, b: str, step_a: int | None = None,
-                step_b: int | None = None) -> None:
-        """The task comparing two runs (at `step_a`, `step_b`: default their endpoints)."""
+                step_b: int | None = None, align: str = "none", repair: bool = False) -> None:
+        """The task comparing two runs (at `step_a`, `step_b`: default their endpoints; B aligned
+        to A by `align`, the path renormalized by REPAIR if `repair`)."""
         name = f"compare-{self.folder.name}-" + "-".join(f"{k}{v}" for k, v in key.items())
         self.pairs.append(self._add(name, _compare_task, self.setup, self.folder, key, step_a,
-                                    step_b, deps=(a, b)))
+                                    step_b, align, repair, deps=(a, b)))
 
     def execute(self, executor: str | Executor | None) -> Results:
         """Run the graph on `executor`; write and return the study's tables."""
@@ -245,3 +259,33 @@ def main_branch_study(setup: Setup, k1_steps: Sequence[int | str], k2_steps: Seq
                              main, child, step_a=k1 + k2)
 
     return _study(setup, "branch", {"grid": grid, "n_inits": n_inits}, plan_pairs, executor)
+
+
+def independent_study(setup: Setup, n_pairs: int,
+                      aligns: Sequence[str] = ("none", "weights", "activations"),
+                      repairs: Sequence[bool] = (False, True),
+                      executor: str | Executor | None = "serial") -> Results:
+    """Networks from different initializations: `n_pairs` pairs of trunks (inits 2i and 2i + 1,
+    each with its own init, data-order, augmentation and dropout seeds), each pair compared with
+    B's units matched to A's by every method of `aligns` ("none" is the naive path), with and
+    without REPAIR (`repairs`). Rows carry `pair`, `align` and `repair`."""
+    from ..lmc.align import ALIGNMENTS
+
+    at_least("n_pairs", n_pairs, 1)
+    for how in aligns:
+        if how not in ALIGNMENTS:
+            raise ValueError(f"unknown alignment {how!r}; valid: {', '.join(ALIGNMENTS)}")
+    if not aligns or not repairs or not all(isinstance(r, bool) for r in repairs):
+        raise ValueError("aligns and repairs must name at least one alignment and one of "
+                         "False/True")
+
+    def plan_pairs(plan: Plan) -> None:
+        for pair in range(n_pairs):
+            a, b = plan.trunk(2 * pair, ()), plan.trunk(2 * pair + 1, ())
+            for how in aligns:
+                for repair in repairs:
+                    plan.compare({"pair": pair, "align": how, "repair": repair}, a, b,
+                                 align=how, repair=repair)
+
+    spec = {"n_pairs": n_pairs, "aligns": list(aligns), "repairs": list(repairs)}
+    return _study(setup, "independent", spec, plan_pairs, executor)

@@ -314,3 +314,28 @@ def activation_matching(model_a: nn.Module, model_b: nn.Module, data: TensorData
         perms[p] = _assign(corr)
         objective += _matched(corr, perms[p])
     return Alignment(perms, objective, apply_permutation(spec, model_b.state_dict(), perms), 0)
+
+
+ALIGNMENTS = ("none", "weights", "activations")  # how B's hidden units are matched to A's
+
+
+def aligned_state(model: nn.Module, state_a: Mapping[str, torch.Tensor],
+                  state_b: Mapping[str, torch.Tensor], how: str, data: TensorData | None = None,
+                  seed: int = 0) -> dict[str, torch.Tensor]:
+    """θ_B with its hidden units permuted to match θ_A's, in `model`'s architecture: `how` is
+    "none" (θ_B as it is), "weights" (`weight_matching` from `seed`) or "activations"
+    (`activation_matching` on `data`)."""
+    import copy
+
+    if how not in ALIGNMENTS:
+        raise ValueError(f"unknown alignment {how!r}; valid: {', '.join(ALIGNMENTS)}")
+    if how == "none":
+        return dict(state_b)
+    if how == "activations" and data is None:
+        raise ValueError("activation matching needs data (inputs both networks see)")
+    net_a, net_b = copy.deepcopy(model), copy.deepcopy(model)
+    net_a.load_state_dict(state_a)
+    net_b.load_state_dict(state_b)
+    found = (weight_matching(net_a, net_b, seed=seed) if how == "weights"
+             else activation_matching(net_a, net_b, data))
+    return found.permuted_b

@@ -7,7 +7,7 @@ Data is preloaded on the device, so an α costs only its forward passes.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -69,9 +69,14 @@ class Interpolator:
 def interpolation_curve(model: nn.Module, state_a: dict[str, torch.Tensor],
                         state_b: dict[str, torch.Tensor], splits: dict[str, TensorData],
                         alphas: Sequence[float], *, batch_size: int = 1000,
-                        bn_reset_data: TensorData | None = None, progress: bool = True,
+                        bn_reset_data: TensorData | None = None,
+                        renormalize: Callable[[nn.Module, float], None] | None = None,
+                        progress: bool = True,
                         compile: bool = False) -> tuple[pd.DataFrame, float]:
     """Loss and error at each α on each split, and the A/B prediction disagreement on "test".
+
+    After θ(α) is written (and its BatchNorm statistics recomputed on `bn_reset_data`, if given),
+    `renormalize(model, α)` may rescale it in place — REPAIR (`lmcnb.lmc.repair.Repair.apply`).
 
     `splits` hold data already on the model's device (see `eval_subset`). Returns a frame with
     columns split, alpha, loss, error, and the disagreement (nan without a "test" split). Where
@@ -93,6 +98,8 @@ def interpolation_curve(model: nn.Module, state_a: dict[str, torch.Tensor],
             interp.set(float(alpha))
             if bn_reset_data is not None:
                 reset_batchnorm(model, bn_reset_data, batch_size)
+            if renormalize is not None:
+                renormalize(model, float(alpha))
             for split, data in splits.items():
                 endpoint = split == "test" and float(alpha) in (0.0, 1.0)
                 out = evaluate(forward, data, batch_size, predictions=endpoint)
@@ -133,11 +140,13 @@ def pair_tables(model: nn.Module, state_a: dict[str, torch.Tensor],
                 state_b: dict[str, torch.Tensor], splits: dict[str, TensorData],
                 alphas: Iterable[float], *, batch_size: int, bn_reset_data: TensorData | None,
                 language_model: bool, threshold: float = STABLE_THRESHOLD,
+                renormalize: Callable[[nn.Module, float], None] | None = None,
                 progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The curves and barrier tables of one pair, with the columns of a chapter's tables.
 
     Without `bn_reset_data` one curve (`bn_reset` False); with it, also the curve whose BatchNorm
-    statistics are recomputed on it after interpolating (`bn_reset` True).
+    statistics are recomputed on it after interpolating (`bn_reset` True). `renormalize` (see
+    `interpolation_curve`) acts on every curve.
     """
     alphas = list(alphas)
     l2, l2_rel = l2_distance(state_a, state_b)
@@ -145,7 +154,8 @@ def pair_tables(model: nn.Module, state_a: dict[str, torch.Tensor],
     for reset in [False] if bn_reset_data is None else [False, True]:
         curve, disagreement = interpolation_curve(
             model, state_a, state_b, splits, alphas, batch_size=batch_size,
-            bn_reset_data=bn_reset_data if reset else None, progress=progress)
+            bn_reset_data=bn_reset_data if reset else None, renormalize=renormalize,
+            progress=progress)
         curve.insert(0, "bn_reset", reset)
         curves.append(curve)
         for split, c in curve.groupby("split", sort=False):
