@@ -65,10 +65,10 @@ class Platon:
     I = |θ ⊙ ∇θL| of each selected weight joins the current window. When t % deltaT == 0 the
     window's mean Ī_w (its sum over deltaT; the first window counts a step 0 with I = 0) updates
     Ī ← β1·Ī + (1 − β1)·Ī_w, then Ū ← β2·Ū + (1 − β2)·|Ī_w − Ī|, and a new window starts with
-    this step's I. The score is Ī·Ū (Ī alone for β2 = 1). When the schedule prunes, the selected
-    weights with the lowest (1 − r(t))·N scores, over all tensors at once (one global threshold),
-    are set to zero in place; no mask is kept, so a weight may come back. Ties at the threshold
-    are broken by position, so exactly round((1 − r)·N) weights are zeroed.
+    this step's I. The score is Ī·Ū (Ī alone for β2 = 1). When the schedule prunes, one global
+    threshold over all selected tensors is the k-th smallest score, k = int((1 − r(t))·N), and
+    the weights whose score is strictly below it are set to zero in place, as the official pruner
+    does (so k − 1 weights when no scores tie); no mask is kept, so a weight may come back.
 
     `score="magnitude"` ranks by |θ| instead, on the same schedule. The windows, moving averages,
     the last step seen and the pruning history are the hook's state, saved in the trainer's
@@ -135,14 +135,11 @@ class Platon:
                                "shorten final_warmup")
         kept = self.schedule.kept(step)
         flat = torch.cat([s.flatten().float() for s in self.scores(params).values()])
-        n_prune = round(flat.numel() * (1 - kept))
-        if n_prune == 0:
+        k = int(flat.numel() * (1 - kept))
+        if k == 0:
             return
-        threshold = _kth_smallest(flat, n_prune)
-        drop = flat <= threshold
-        extra = int(drop.sum()) - n_prune  # ties at the threshold: keep the last ones
-        if extra:
-            drop[(flat == threshold).nonzero().flatten()[-extra:]] = False
+        threshold = _kth_smallest(flat, k)
+        drop = flat < threshold
         for p, d in zip(params.values(), drop.split([p.numel() for p in params.values()])):
             p.masked_fill_(d.view(p.shape), 0)
         self.history.append({"step": step, "kept": kept, "threshold": float(threshold)})
