@@ -1,11 +1,18 @@
-"""The book's figures: curves along α, instability against k, and the (k1, k2) heatmap."""
+"""The book's figures: curves along α, instability against k, and the (k1, k2) heatmap.
+
+matplotlib is imported by the functions that draw (it takes about as long to import as torch).
+"""
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 
 from ..lmc.metrics import STABLE_THRESHOLD, mean_ci
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 SPLIT_STYLE = {"train": "--", "test": "-"}
 
@@ -19,9 +26,11 @@ COLUMN_PX = 790
 DPI = 100
 
 
-def plot_curves(curves: pd.DataFrame, title: str = "", bn_reset: bool = False) -> plt.Figure:
+def plot_curves(curves: pd.DataFrame, title: str = "", bn_reset: bool = False) -> Figure:
     """Loss and error vs α for train and test, one line per spawn step, band = 95% CI of
     replicates."""
+    import matplotlib.pyplot as plt
+
     df = curves[curves.bn_reset.astype(bool) == bn_reset] if "bn_reset" in curves else curves
     fig, axes = plt.subplots(1, 2, figsize=(COLUMN_PX / DPI, 3.3), dpi=DPI,
                              constrained_layout=True)
@@ -47,8 +56,10 @@ def plot_curves(curves: pd.DataFrame, title: str = "", bn_reset: bool = False) -
 
 def plot_instability(summary: pd.DataFrame, column: str = "instability_error",
                      k_star: int | None = None, threshold: float = STABLE_THRESHOLD,
-                     title: str = "") -> plt.Figure:
+                     title: str = "") -> Figure:
     """Mean instability (±95% CI) vs spawn step on a log axis, with the threshold and k*."""
+    import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(5, 3.3), dpi=DPI, constrained_layout=True)
     for split, style in SPLIT_STYLE.items():
         sub = summary[summary.split == split].sort_values("spawn_step")
@@ -71,8 +82,10 @@ def plot_instability(summary: pd.DataFrame, column: str = "instability_error",
 
 
 def plot_heatmap(barriers: pd.DataFrame, column: str = "instability_error", split: str = "test",
-                 title: str = "") -> plt.Figure:
+                 title: str = "") -> Figure:
     """Mean of `column` over replicates on the (k1, k2) grid."""
+    import matplotlib.pyplot as plt
+
     sub = barriers[barriers.split == split]
     if "bn_reset" in sub:
         sub = sub[~sub.bn_reset.astype(bool)]
@@ -88,4 +101,46 @@ def plot_heatmap(barriers: pd.DataFrame, column: str = "instability_error", spli
     ax.set_ylabel("k1 (spawn step on the main branch)")
     fig.colorbar(im, ax=ax, label=column.replace("_", " "))
     ax.set_title(title)
+    return fig
+
+
+def plot_layerwise(single: pd.DataFrame, cumulative: pd.DataFrame, split: str = "test",
+                   title: str = "") -> Figure:
+    """Layer-wise barriers of one pair (`lmcnb.lmc.layerwise`) as heatmaps, loss above and error
+    below: per layer (columns, input end first), the barrier with that layer alone averaged at
+    α = ½ and the rest held at A, and at B; and with every layer up to it averaged. The
+    whole-model midpoint barrier is in each panel's title. Colours are centred on 0."""
+    import os
+
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import TwoSlopeNorm
+
+    one = single[(single.split == split) & (single.layer != "all")].sort_values("position")
+    whole = single[(single.split == split) & (single.layer == "all")]
+    acc = cumulative[cumulative.split == split].sort_values("step")
+    layers = list(dict.fromkeys(one.layer))
+    rows = {"alone, rest at A": (one, "A"), "alone, rest at B": (one, "B"),
+            "up to it, rest at A": (acc, "A"), "up to it, rest at B": (acc, "B")}
+    fig, axes = plt.subplots(2, 1, figsize=(COLUMN_PX / DPI, 1.6 + 0.09 * len(layers) + 2.4),
+                             dpi=DPI, constrained_layout=True, sharex=True)
+    for ax, metric in zip(axes, ("loss_barrier", "error_barrier")):
+        grid = np.array([[float(df[(df.base == base) & (df.layer == layer)][metric].iloc[0])
+                          for layer in layers] for df, base in rows.values()])
+        scale = max(float(np.nanmax(np.abs(grid))), 1e-9)
+        im = ax.imshow(grid, cmap="RdBu_r", aspect="auto",
+                       norm=TwoSlopeNorm(vcenter=0.0, vmin=-scale, vmax=scale))
+        if len(layers) <= 16:
+            for (i, j), v in np.ndenumerate(grid):
+                ax.text(j, i, f"{v:.2f}" if metric == "loss_barrier" else f"{v:.0%}",
+                        ha="center", va="center", fontsize=7)
+        ax.set_yticks(range(len(rows)), list(rows), fontsize=8)
+        reference = whole.groupby("base")[metric].mean().mean()
+        name = "loss barrier (nats)" if metric == "loss_barrier" else "error barrier"
+        shown = f"{reference:.2f}" if metric == "loss_barrier" else f"{reference:.1%}"
+        ax.set_title(f"{name}; whole model averaged: {shown}", fontsize=9)
+        fig.colorbar(im, ax=ax, shrink=0.9)
+    prefix = os.path.commonprefix(layers).rpartition(".")[0]  # "transformer." of GPT-2's
+    labels = [layer.removeprefix(f"{prefix}.") if prefix else layer for layer in layers]
+    axes[-1].set_xticks(range(len(layers)), labels, rotation=60, ha="right", fontsize=7)
+    fig.suptitle(title)
     return fig

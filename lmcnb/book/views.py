@@ -1,25 +1,28 @@
 """Views for α-sliders: what a frame shows of the interpolated network θ(α) — images with its
-predictions, a text sample, next-word predictions.
+predictions, a text sample, next-word predictions. matplotlib and `transformers` are imported
+where a frame is drawn, not with the module.
 """
 from __future__ import annotations
 
 import textwrap
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from matplotlib.axes import Axes
-from matplotlib.patches import Rectangle
-from transformers import GPT2LMHeadModel
 
 from ..core.checks import at_least
 from ..data.tensors import TensorData
-from ..data.tokenizers import Tokenizer
-from ..data.words import Vocab
 from ..models.gpt import sample
 from ..train.evaluation import logits_of
 from .widgets import View
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from transformers import GPT2LMHeadModel
+
+    from ..data.tokenizers import Tokenizer
+    from ..data.words import Vocab
 
 
 def display_pixels(x: torch.Tensor, mean: Sequence[float] | None = None,
@@ -60,6 +63,8 @@ def image_predictions_view(data: TensorData, n: int = 16, mean: Sequence[float] 
     names = [str(c) for c in data.classes] or None
 
     def view(model: torch.nn.Module, alpha: float, ax: Axes) -> None:
+        from matplotlib.patches import Rectangle
+
         device = next(model.parameters()).device
         with torch.inference_mode():
             pred = logits_of(model, x.to(device)).argmax(-1).cpu()  # `.logits` of HF models

@@ -8,6 +8,8 @@ redraws the frame at any α, also outside [0, 1] (extrapolation).
 `live=None` picks live mode only under an interactive front end: Colab, or a kernel started by a
 Jupyter server (`JPY_SESSION_NAME` is set). Papermill and nbclient, which execute the book, get
 static mode. `LMCNB_LIVE=1` (or `0`) in the environment overrides the choice.
+
+matplotlib, ipywidgets and PIL are imported where a slider is drawn, not with the module.
 """
 from __future__ import annotations
 
@@ -15,21 +17,22 @@ import io
 import os
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import ipywidgets as widgets
 import numpy as np
 import pandas as pd
 import torch
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from PIL import Image
 
 from ..core import env
 from ..lmc.interpolate import Interpolator
 from .plots import COLUMN_PX, SPLIT_STYLE
 
-View = Callable[[torch.nn.Module, float, Axes], None]
+if TYPE_CHECKING:
+    import ipywidgets as widgets
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+View = Callable[[torch.nn.Module, float, "Axes"], None]
 
 
 FRAME_BYTES = 60_000  # upper bound for one frame's PNG
@@ -66,6 +69,8 @@ def live_default() -> bool:
 def png_bytes(fig: Figure, limit: int = FRAME_BYTES) -> bytes:
     """`fig` as a palette PNG: the most colours of `PALETTES` that fit in `limit` bytes (else the
     fewest)."""
+    from PIL import Image
+
     raw = io.BytesIO()
     fig.savefig(raw, format="png", dpi=fig.dpi, metadata={"Software": None})
     rgb = Image.open(raw).convert("RGB")
@@ -95,6 +100,9 @@ class FrameDrawer:
 
     def __init__(self, curves: pd.DataFrame, interpolator: Interpolator, view: View, title: str,
                  xlim: tuple[float, float]):
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
         self.curves, self.interpolator, self.view, self.title = curves, interpolator, view, title
         self.fig = Figure(figsize=FIGSIZE, dpi=DPI)
         FigureCanvasAgg(self.fig)
@@ -144,6 +152,8 @@ def alpha_slider(curves: pd.DataFrame, model: torch.nn.Module, state_a: dict, st
     in `curves` and works without a kernel; live mode (`live=True`) redraws at any α in
     `live_range`. `live=None` chooses with :func:`live_default`.
     """
+    import ipywidgets as widgets
+
     curves = pair_curves(curves)
     alphas = np.sort(curves.alpha.unique())
     model.eval()

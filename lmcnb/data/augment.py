@@ -1,35 +1,55 @@
-"""Per-image augmentation with torchvision.transforms.v2, run inside the augmentation stream."""
+"""Image augmentation for training, batched: every image gets its own draws (from torch's global
+generator, which the trainer points at the augmentation stream) and the whole batch is transformed
+at once with tensor ops, on the batch's device."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
 import torch
-from torchvision.transforms import v2
+import torch.nn.functional as F
 
 CROP_PADDING = {"cifar10": 4, "tiny_imagenet": 8}
 
 
 def crop_and_flip(dataset: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Random crop with zero padding (the mean colour, after normalization) and horizontal flip.
-
-    Each image of a batch gets its own draw; the draws come from torch's global generator, which
-    the trainer points at the augmentation stream.
-    """
+    """Random crop with zero padding (the mean colour, after normalization) and horizontal flip,
+    as `v2.RandomCrop(size, padding)` then `v2.RandomHorizontalFlip()` image by image: each
+    image's offsets are uniform in [0, 2·padding] and it is flipped with probability 1/2."""
     if dataset not in CROP_PADDING:
         raise ValueError(f"no augmentation for {dataset!r}; valid: {', '.join(CROP_PADDING)}")
     pad = CROP_PADDING[dataset]
 
     def augment(x: torch.Tensor) -> torch.Tensor:
-        t = v2.Compose([v2.RandomCrop(x.shape[-1], padding=pad), v2.RandomHorizontalFlip()])
-        return torch.stack([t(img) for img in x])
+        n = len(x)
+        top, left = torch.randint(0, 2 * pad + 1, (2, n))
+        flip = torch.rand(n) < 0.5
+        return windows(F.pad(x, (pad,) * 4), top, left, tuple(x.shape[-2:]), flip)
 
     return augment
+
+
+def windows(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, size: tuple[int, int],
+            flip: torch.Tensor | None = None) -> torch.Tensor:
+    """Image i's `size` window at (`top[i]`, `left[i]`) of a batch (N, C, H, W), mirrored where
+    `flip[i]`: one gather over the flattened images (index tensors may live on the CPU)."""
+    n, c, h, w = x.shape
+    dev = x.device
+    rows = top.to(dev)[:, None] + torch.arange(size[0], device=dev)  # (N, h')
+    cols = torch.arange(size[1], device=dev).expand(n, -1)  # (N, w')
+    if flip is not None:
+        cols = torch.where(flip.to(dev)[:, None], cols.flip(-1), cols)
+    cols = left.to(dev)[:, None] + cols
+    index = (rows[:, :, None] * w + cols[:, None, :]).view(n, 1, -1).expand(n, c, -1)
+    return x.reshape(n, c, h * w).gather(2, index).view(n, c, *size)
 
 
 # Han and Zhu named the colour jitter but not its strengths. Moderate ones: brightness, contrast
 # and saturation factors drawn from [0.8, 1.2], hue shifted by up to ±0.05 of the colour circle
 # (±18°).
 JITTER = (0.2, 0.2, 0.2, 0.05)
+
+
+JITTER_OPS = ("brightness", "contrast", "saturation", "hue")  # v2.ColorJitter's; `order` indexes
 
 
 _GRAY = (0.2989, 0.587, 0.114)  # v2's luma weights (rgb_to_grayscale)
@@ -85,56 +105,67 @@ def draw(n: int, size: tuple[int, int], crop_scale: float,
 
 def apply(pixels: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
     """`draw`'s parameters applied to a batch of [0, 1] RGB images, all at once: each image's crop
-    resized back to the batch's size, its flip, then its brightness, contrast, saturation and hue
-    changes (the formulas of v2.functional) in its own order."""
-    n, _, h, w = pixels.shape
+    resized back to the batch's size (v2's antialiased bilinear weights, as two matrix products),
+    its flip, then its brightness, contrast, saturation and hue changes (the formulas of
+    v2.functional) in its own order."""
+    _, _, h, w = pixels.shape
     dev = pixels.device
     p = {k: v.to(dev) for k, v in params.items()}
-    ch, cw = p["crop"].tolist()
-    rows = (p["top"][:, None] + torch.arange(ch, device=dev))[:, None, :, None]
-    cols = (p["left"][:, None] + torch.arange(cw, device=dev))[:, None, None, :]
-    x = pixels[torch.arange(n, device=dev)[:, None, None, None],
-               torch.arange(3, device=dev)[None, :, None, None], rows, cols]
-    x = v2.functional.resize(x, [h, w], antialias=True)
-    x = torch.where(p["flip"][:, None, None, None], x.flip(-1), x)
+    ch, cw = params["crop"].tolist()
+    x = windows(pixels, p["top"], p["left"], (ch, cw)) @ _resize_weights(cw, w, dev).T
+    x = (x.transpose(-1, -2) @ _resize_weights(ch, h, dev).T).transpose(-1, -2)  # (N, C, h, w)
+    x = torch.where(_per_image(p["flip"]), x.flip(-1), x)
+    factors = torch.stack([p[name] for name in JITTER_OPS[:3]], dim=1)  # (N, 3)
     for slot in range(len(JITTER_OPS)):
-        for index, (name, op) in enumerate(JITTER_OPS.items()):
-            chosen = p["order"][:, slot] == index
-            if chosen.any():
-                x[chosen] = op(x[chosen], p[name][chosen].view(-1, 1, 1, 1))
+        op = p["order"][:, slot]
+        x = _blend(x, op, factors)
+        hue = (op == JITTER_OPS.index("hue")).nonzero()[:, 0]
+        if len(hue) and bool(p["hue"][hue].any()):
+            x.index_copy_(0, hue, _hue(x.index_select(0, hue), p["hue"][hue]))
     return x
 
 
-def _blend(a: torch.Tensor, b: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
-    return (a * ratio + b * (1 - ratio)).clamp_(0, 1)
+def _resize_weights(n_in: int, n_out: int, device: torch.device) -> torch.Tensor:
+    """(n_out, n_in) on `device`: the weights with which v2's antialiased bilinear resize
+    (F.interpolate) makes each of `n_out` samples from `n_in`, computed on the CPU as the resize
+    of an identity along one axis."""
+    eye = torch.eye(n_in)[None, None]
+    return F.interpolate(eye, size=(n_out, n_in), mode="bilinear", antialias=True,
+                         align_corners=False)[0, 0].to(device)
 
 
-def _gray(x: torch.Tensor) -> torch.Tensor:
+def _blend(x: torch.Tensor, op: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """Brightness, contrast or saturation, as `op` (an index of `JITTER_OPS`) says for each image:
+    the blend of the image with black, its mean grey or its grey by the image's factor, clamped
+    to [0, 1]; an image whose op is hue is left as it is (factor 1)."""
+    is_hue = op == JITTER_OPS.index("hue")
+    factor = torch.where(is_hue, 1.0, factors.gather(1, op.clamp(max=2)[:, None])[:, 0])
     r, g, b = x.unbind(dim=-3)
-    return (r * _GRAY[0] + g * _GRAY[1] + b * _GRAY[2]).unsqueeze(-3)
+    gray = (r * _GRAY[0] + g * _GRAY[1] + b * _GRAY[2]).unsqueeze(-3)  # (N, 1, H, W)
+    mean = gray.mean(dim=(-2, -1), keepdim=True)
+    target = torch.where(_per_image(op == JITTER_OPS.index("saturation")), gray,
+                         torch.where(_per_image(op == JITTER_OPS.index("contrast")), mean, 0.0))
+    factor = _per_image(factor)
+    return torch.addcmul(target * (1 - factor), x, factor).clamp_(0, 1)
 
 
-def _brightness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    return (x * factor).clamp_(0, 1)
+def _per_image(v: torch.Tensor) -> torch.Tensor:
+    return v.view(-1, 1, 1, 1)
 
 
-def _contrast(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    return _blend(x, _gray(x).mean(dim=(-3, -2, -1), keepdim=True), factor)
-
-
-def _saturation(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    return _blend(x, _gray(x), factor)
+_SECTORS = (5.0, 3.0, 1.0)  # where R, G and B sit on the hue circle, in sixths of a turn
 
 
 def _hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """Each image's hue turned by its `shift` (in turns), through v2's own RGB ↔ HSV conversion."""
-    from torchvision.transforms.v2.functional._color import _hsv_to_rgb, _rgb_to_hsv
-
-    if not bool(shift.any()):
-        return x
-    h, s, v = _rgb_to_hsv(x).unbind(dim=-3)
-    return _hsv_to_rgb(torch.stack(((h + shift[:, 0]).remainder_(1.0), s, v), dim=-3))
-
-
-JITTER_OPS = {"brightness": _brightness, "contrast": _contrast, "saturation": _saturation,
-              "hue": _hue}  # v2.ColorJitter's ops; `order` indexes them
+    """Each image's hue turned by its `shift` (in turns), its HSV saturation and value kept (v2's
+    adjust_hue), elementwise: hue H in sixths of a turn from the largest channel, then each channel
+    c = max − (max − min)·clamp(min(k, 4 − k), 0, 1) with k = (sector of c + H) mod 6."""
+    r, g, b = x.unbind(dim=-3)
+    low, high = torch.minimum(torch.minimum(r, g), b), torch.maximum(torch.maximum(r, g), b)
+    span = high - low
+    safe = torch.where(span > 0, span, 1.0)  # grey pixels: any hue, span 0
+    h6 = torch.where(high == r, (g - b) / safe,
+                     torch.where(high == g, (b - r) / safe + 2, (r - g) / safe + 4))
+    h6 = (h6 + 6 * shift.view(-1, 1, 1)).remainder_(6)
+    k = (torch.tensor(_SECTORS, device=x.device).view(3, 1, 1) + h6.unsqueeze(-3)).remainder_(6)
+    return high.unsqueeze(-3) - span.unsqueeze(-3) * torch.minimum(k, 4 - k).clamp_(0, 1)

@@ -2,19 +2,23 @@
 and text samples.
 
 Every model is a `GPT2LMHeadModel`, so a checkpoint saved here loads with
-`GPT2LMHeadModel.from_pretrained(<dir>)` exactly like the hub's `"gpt2"`.
+`GPT2LMHeadModel.from_pretrained(<dir>)` exactly like the hub's `"gpt2"`. `transformers` is
+imported by the functions that build or load one, not with the module (it takes about a second).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 from ..core.hub import from_hub
-from ..data.tokenizers import Tokenizer, encode
+
+if TYPE_CHECKING:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from ..data.tokenizers import Tokenizer
 
 # GPT-2 uses GELU's tanh approximation ("gelu_new"); models trained here use the exact GELU,
 # whose CPU kernel measured about 4x faster (a pretrained GPT-2 keeps its own activation).
@@ -51,6 +55,8 @@ def gpt_config(name: str) -> GPTConfig:
 
 def hf_config(cfg: GPTConfig, vocab_size: int) -> GPT2Config:
     """The `transformers` configuration of `cfg` for a vocabulary of `vocab_size` tokens."""
+    from transformers import GPT2Config
+
     return GPT2Config(vocab_size=vocab_size, n_positions=cfg.block_size, n_embd=cfg.n_embd,
                       n_layer=cfg.n_layer, n_head=cfg.n_head, resid_pdrop=cfg.dropout,
                       embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout,
@@ -76,6 +82,8 @@ def count_flops(config: GPT2Config, tokens_per_sequence: int | None = None) -> d
 
 def build_gpt(config: GPT2Config) -> GPT2LMHeadModel:
     """A freshly initialized GPT-2 (draws from torch's global RNG: call it in the init stream)."""
+    from transformers import GPT2LMHeadModel
+
     return GPT2LMHeadModel(config)
 
 
@@ -83,6 +91,8 @@ def load_pretrained(source: str, dropout: float | None = 0.0) -> GPT2LMHeadModel
     """`GPT2LMHeadModel.from_pretrained(source)` for a hub id ("gpt2") or a local directory, with
     every dropout rate set to `dropout` (the source fine-tuned without any; the hub's GPT-2
     config says 0.1); `None` keeps the checkpoint's own."""
+    from transformers import GPT2LMHeadModel
+
     rates = {} if dropout is None else dict.fromkeys(("resid_pdrop", "embd_pdrop", "attn_pdrop"),
                                                      dropout)
     model = from_hub(GPT2LMHeadModel, source, **rates)
@@ -92,6 +102,8 @@ def load_pretrained(source: str, dropout: float | None = 0.0) -> GPT2LMHeadModel
 
 def load_tokenizer(source: str):
     """The tokenizer stored with a pretrained model (hub id or local directory)."""
+    from transformers import AutoTokenizer
+
     return from_hub(AutoTokenizer, source)
 
 
@@ -107,6 +119,8 @@ def save_pretrained(model: GPT2LMHeadModel, tokenizer, folder: str | Path) -> Pa
 def sample(model: GPT2LMHeadModel, tokenizer: Tokenizer, prompt: str, max_new_tokens: int,
            seed: int, temperature: float = 1.0) -> str:
     """Continue `prompt` by sampling; the same `seed` gives the same uniform draws for any model."""
+    from ..data.tokenizers import encode
+
     device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(seed)
     block = model.config.n_positions

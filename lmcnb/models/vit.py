@@ -2,7 +2,8 @@
 
 Every model is a `ViTForImageClassification` (single-label classification; the forward returns
 an output with `.logits`), so a checkpoint saved here loads with
-`ViTForImageClassification.from_pretrained(<dir>)` exactly like the hub's ViTs.
+`ViTForImageClassification.from_pretrained(<dir>)` exactly like the hub's ViTs. `transformers`
+is imported by the functions that build or load one, not with the module.
 """
 from __future__ import annotations
 
@@ -10,13 +11,12 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from torchvision.transforms import v2
-from transformers import ViTConfig, ViTForImageClassification
-from transformers.utils import logging as hf_logging
+from typing import TYPE_CHECKING, Any
 
 from ..core.hub import from_hub
+
+if TYPE_CHECKING:
+    from transformers import ViTConfig, ViTForImageClassification
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,8 @@ def _labels(num_labels: int) -> dict[str, Any]:
 
 def vit_config(shape: str | ViTShape, num_labels: int, num_channels: int = 3) -> ViTConfig:
     """The `transformers` configuration of a named (or given) shape with `num_labels` classes."""
+    from transformers import ViTConfig
+
     s = vit_shape(shape) if isinstance(shape, str) else shape
     return ViTConfig(image_size=s.image_size, patch_size=s.patch_size, num_channels=num_channels,
                      hidden_size=s.hidden_size, num_hidden_layers=s.num_layers,
@@ -65,6 +67,8 @@ def vit_config(shape: str | ViTShape, num_labels: int, num_channels: int = 3) ->
 
 def build_vit(config: ViTConfig) -> ViTForImageClassification:
     """A freshly initialized ViT (draws from torch's global RNG: call it in the init stream)."""
+    from transformers import ViTForImageClassification
+
     return ViTForImageClassification(config)
 
 
@@ -72,6 +76,8 @@ def resize_inputs(model: ViTForImageClassification) -> ViTForImageClassification
     """Resize input images to the model's `image_size` in its forward (bilinear, as
     `ViTImageProcessor` resizes), so 32×32 data feeds a 224×224 hub ViT; other sizes pass as
     they are. A forward pre-hook: the model and its state dict are unchanged."""
+    from torchvision.transforms import v2
+
     size = model.config.image_size
 
     def resize(module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
@@ -93,6 +99,8 @@ def load_pretrained(source: str, num_labels: int) -> ViTForImageClassification:
     so that its children inherit one head. Offline, a hub id not in the cache fails at once.
     The replaced head is expected: `transformers`' load report is silenced.
     """
+    from transformers import ViTForImageClassification
+
     with _quiet():
         return from_hub(ViTForImageClassification, source, ignore_mismatched_sizes=True,
                         **_labels(num_labels)).train()
@@ -109,6 +117,8 @@ def save_pretrained(model: ViTForImageClassification, folder: str | Path) -> Pat
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """`transformers` without its reports and progress bars (lmcnb's own bars show the work)."""
+    from transformers.utils import logging as hf_logging
+
     verbosity, bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()

@@ -21,11 +21,15 @@ def logits_of(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return out.logits if hasattr(out, "logits") else out
 
 
+def summed_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Summed cross-entropy over every prediction in the batch (what training minimizes)."""
+    return F.cross_entropy(logits.flatten(0, -2), y.flatten(), reduction="sum")
+
+
 def loss_and_errors(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed cross-entropy and summed top-1 errors over every prediction in the batch."""
-    logits = logits.flatten(0, -2)
-    y = y.flatten()
-    return F.cross_entropy(logits, y, reduction="sum"), (logits.argmax(-1) != y).sum()
+    errors = (logits.flatten(0, -2).argmax(-1) != y.flatten()).sum()
+    return summed_loss(logits, y), errors
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ from ..core.device import deterministic_kernels, task_threads
 from ..core.rng import RngStreams
 from ..core.steps import parse_steps
 from ..data.tensors import TensorData
-from .evaluation import evaluate, logits_of, loss_and_errors
-from .recipe import TrainConfig, lr_at, make_optimizer
+from .evaluation import evaluate, logits_of, summed_loss
+from .recipe import TrainConfig, lr_schedule, make_optimizer
 
 # A hook is called as `hook(trainer)` after every optimizer step, before the gradients are
 # cleared. One with `state_dict()` / `load_state_dict(state)` has its state saved in checkpoints;
@@ -80,7 +80,8 @@ class Trainer:
                  eval_batch_size: int = 1000):
         self.device = torch.device(device)
         deterministic_kernels(self.device)
-        self.model, self.cfg, self.streams = model.to(self.device), cfg, streams
+        self.model, self.cfg, self.streams = model.to(self.device).train(), cfg, streams
+        self.params = list(self.model.parameters())
         self.data, self.val_data = (data.to(self.device),
                                     val_data.to(self.device) if val_data is not None else None)
         self.augment = augment if cfg.augment else None
@@ -89,6 +90,7 @@ class Trainer:
         self.optimizer = make_optimizer(cfg, self.model)
         self.steps_per_epoch = cfg.steps_per_epoch(len(data))
         self.total_steps = parse_steps(cfg.max_steps, self.steps_per_epoch)
+        self.lr_at = lr_schedule(cfg, self.total_steps, self.steps_per_epoch)
         self.eval_every = max(1, parse_steps(cfg.eval_every, self.steps_per_epoch))
         # One draw per optimizer step, split into `accum_steps` micro-batches: a step never spans
         # epochs.
@@ -102,9 +104,7 @@ class Trainer:
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": {"step": p.step,
-                          "lr": lr_at(self.cfg, max(p.step - 1, 0), self.total_steps,
-                                      self.steps_per_epoch)},
+            "scheduler": {"step": p.step, "lr": self.lr_at(max(p.step - 1, 0))},
             "rng": self.streams.state_dict(),
             "sampler": self.sampler.state_dict(),
             "progress": {"step": p.step,
@@ -154,27 +154,30 @@ class Trainer:
     def step(self) -> float:
         """One optimizer step (with gradient accumulation); returns the mean training loss."""
         cfg, model = self.cfg, self.model
-        lr = lr_at(cfg, self.progress.step, self.total_steps, self.steps_per_epoch)
+        lr = self.lr_at(self.progress.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        model.train()
-        total, count = 0.0, 0
+        if not model.training:  # in training mode since `__init__`; `evaluate` restores it
+            model.train()
+        losses, count = [], 0
         for idx in self.sampler.next().to(self.device).chunk(cfg.accum_steps):
             x, y = self.data.batch(idx)
             if self.augment is not None:
                 with self.streams.active("augmentation"):
                     x = self.augment(x)
             with self.streams.active("dropout", self.device):
-                loss_sum, _ = loss_and_errors(logits_of(model, x), y)
+                loss_sum = summed_loss(logits_of(model, x), y)
             n = y.numel()
             (loss_sum / (n * cfg.accum_steps)).backward()
-            total, count = total + float(loss_sum.detach()), count + n
+            losses.append(loss_sum.detach())
+            count += n
+        total = sum(torch.stack(losses).tolist())  # one read of the device per step
         if not math.isfinite(total):
             raise FloatingPointError(
                 f"non-finite training loss ({total}) at step {self.progress.step + 1}: training "
                 "stopped before the update (a damaged input, or a learning rate too high)")
         if cfg.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
         self.optimizer.step()
         self.progress.step += 1
         for hook in self.hooks:  # they see this step's (clipped) gradients and updated weights
