@@ -19,7 +19,7 @@ from ..book.report import Claim, at_step, k_star_text, pct
 from ..core.files import folder_lock
 from ..core.ref import Ref
 from ..core.rng import Seeds
-from ..data.tokenizers import Tokenizer, encode, tokenizer_id
+from ..data.tokenizers import encode, tokenizer_id
 from ..experiments.catalog import build
 from ..experiments.executors import Task, get_executor
 from ..experiments.runs import Run, RunSpec
@@ -41,6 +41,8 @@ from .common import SOURCE_HELP, check_sources, source_of
 
 if TYPE_CHECKING:
     from transformers import GPT2Config
+
+    from ..data.tokenizers import Tokenizer
 
 CHAPTER = "gpt_shakespeare"
 OWN_PTB = "own:ptb"  # pretrain here on Penn Treebank, then load that directory

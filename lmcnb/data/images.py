@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torchvision.transforms import v2
 
 # `ViTImageProcessor()`'s normalization: pixels in [0, 1] mapped to [-1, 1].
 PROCESSOR_MEAN = PROCESSOR_STD = (0.5, 0.5, 0.5)
@@ -36,6 +35,8 @@ def vit_images(dataset: str, split: str, data_dir: Any = None, size: int | None 
     from .vision import MEAN, STD
 
     data = vision_split(dataset, split, source, data_dir)
+    from torchvision.transforms import v2  # with sympy: ~0.7 s, only where images are resized
+
     x = data.x
     if size is not None and tuple(x.shape[-2:]) != (size, size):
         x = v2.functional.resize(x, [size, size], antialias=True)

@@ -7,9 +7,9 @@ import hashlib
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
-from transformers import PreTrainedTokenizerFast
 
 from ..core.hub import from_hub
 
@@ -43,7 +43,10 @@ class CharTokenizer:
         return "".join(self.chars[i] for i in ids)
 
 
-Tokenizer = CharTokenizer | PreTrainedTokenizerFast
+if TYPE_CHECKING:  # transformers loads in about a second: only where a BPE is built
+    from transformers import PreTrainedTokenizerFast
+
+    Tokenizer = CharTokenizer | PreTrainedTokenizerFast
 
 
 def tokenizer_id(tok: Tokenizer) -> str:
@@ -58,6 +61,7 @@ def train_bpe(text: str, vocab_size: int) -> PreTrainedTokenizerFast:
     """A byte-level BPE (GPT-2's scheme: the 256 bytes, then merges) trained on `text`."""
     from tokenizers import Tokenizer as BPE
     from tokenizers import decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
 
     bpe = BPE(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

@@ -7,13 +7,11 @@ is imported by the functions that build or load one, not with the module.
 """
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..core.hub import from_hub
+from ..core.hub import from_hub, quiet
 
 if TYPE_CHECKING:
     from transformers import ViTConfig, ViTForImageClassification
@@ -101,30 +99,15 @@ def load_pretrained(source: str, num_labels: int) -> ViTForImageClassification:
     """
     from transformers import ViTForImageClassification
 
-    with _quiet():
-        return from_hub(ViTForImageClassification, source, ignore_mismatched_sizes=True,
-                        **_labels(num_labels)).train()
+    return from_hub(ViTForImageClassification, source, ignore_mismatched_sizes=True,
+                    **_labels(num_labels)).train()
 
 
 def save_pretrained(model: ViTForImageClassification, folder: str | Path) -> Path:
     """Save config and weights (safetensors) the way the hub stores them."""
     folder = Path(folder)
-    with _quiet():
+    with quiet():
         model.save_pretrained(folder)
     return folder
 
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """`transformers` without its reports and progress bars (lmcnb's own bars show the work)."""
-    from transformers.utils import logging as hf_logging
-
-    verbosity, bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bar:
-            hf_logging.enable_progress_bar()
