@@ -141,8 +141,8 @@ def seed_style_curve(template: nn.Module, state_a: dict[str, torch.Tensor],
 def lmcnb_curve(model: nn.Module, state_a: dict[str, torch.Tensor],
                 state_b: dict[str, torch.Tensor], data, alphas: np.ndarray, batch_size: int,
                 compile: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    frame, _ = interpolation_curve(model, state_a, state_b, {"test": data}, alphas,
-                                   batch_size=batch_size, progress=False, compile=compile)
+    frame = interpolation_curve(model, state_a, state_b, {"test": data}, alphas,
+                                batch_size=batch_size, progress=False, compile=compile).frame
     return frame["loss"].to_numpy(), frame["error"].to_numpy()
 
 

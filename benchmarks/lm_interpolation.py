@@ -114,8 +114,9 @@ def main() -> None:
         model = gpt.build_gpt(config)
 
     start = time.perf_counter()
-    ours, _ = interpolation_curve(model, state_a, state_b, {"test": test}, alphas,
-                                  batch_size=max(1, args.batch_tokens // block), progress=False)
+    ours = interpolation_curve(model, state_a, state_b, {"test": test}, alphas,
+                               batch_size=max(1, args.batch_tokens // block),
+                               progress=False).frame
     ours_s = time.perf_counter() - start
     start = time.perf_counter()
     seed_curve = seed_way(model, state_a, state_b, test, alphas)

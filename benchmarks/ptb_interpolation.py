@@ -132,8 +132,8 @@ def main() -> None:
         model = TransformerLM(cfg)
 
     start = time.perf_counter()
-    ours, _ = interpolation_curve(model, state_a, state_b, rows, alpha_grid(11),
-                                  batch_size=max(1, args.batch_tokens // BPTT), progress=False)
+    ours = interpolation_curve(model, state_a, state_b, rows, alpha_grid(11),
+                               batch_size=max(1, args.batch_tokens // BPTT), progress=False).frame
     ours_s = time.perf_counter() - start
     # The seed's streams, cut from the same token ids (the tail of `len % streams` dropped).
     text_ids = {s: vocab.encode(load_text("ptb", s, args.data_dir)) for s in STREAMS}

@@ -188,11 +188,11 @@ def test_the_barrier_along_the_matched_path_of_a_permuted_copy_is_zero(mnist_sma
     spec = permutation_spec(a)
     b = MLP(784, (12, 10), 10).eval()
     b.load_state_dict(apply_permutation(spec, a.state_dict(), _moved(spec)))
-    naive, _ = interpolation_curve(a, a.state_dict(), b.state_dict(), {"test": test},
-                                   alpha_grid(5), progress=False)
+    naive = interpolation_curve(a, a.state_dict(), b.state_dict(), {"test": test},
+                                alpha_grid(5), progress=False).frame
     matched = weight_matching(a, b).permuted_b
-    curve, _ = interpolation_curve(a, a.state_dict(), matched, {"test": test}, alpha_grid(5),
-                                   progress=False)
+    curve = interpolation_curve(a, a.state_dict(), matched, {"test": test}, alpha_grid(5),
+                                progress=False).frame
     assert barrier(naive.alpha, naive.loss)[0] > 0.01  # the permutation alone makes a barrier
     assert barrier(curve.alpha, curve.loss)[0] == 0.0
     assert barrier(curve.alpha, curve.error)[0] == 0.0

@@ -272,6 +272,21 @@ LAYOUT = """([sliderClass, maxGap]) => {
   const page = document.scrollingElement;
   if (page.scrollWidth > page.clientWidth) clipped.push(`the page: ${page.scrollWidth} px wide`);
 
+  // Table cells: none holds more than it shows, and a wrapping table (lmcnb-table wrap) fits
+  // inside its output area with no scrolling at all.
+  const cut = [];
+  for (const t of article.querySelectorAll("div.cell_output table")) {
+    if (!shown(t)) continue;
+    for (const c of t.querySelectorAll("th, td"))
+      if (shown(c) && c.scrollWidth > c.clientWidth + 1)
+        cut.push(`${name(c)}: ${c.scrollWidth} px in a ${c.clientWidth} px cell`);
+    const area = t.closest("div.cell_output");
+    if (t.matches(".lmcnb-table.wrap")
+        && t.getBoundingClientRect().right > area.getBoundingClientRect().right + 1)
+      cut.push(`${name(t)}: a wrapping table ${Math.round(t.getBoundingClientRect().width)} px `
+        + `wide in a ${Math.round(area.getBoundingClientRect().width)} px output area`);
+  }
+
   const column = h1s.length ? h1s[0].parentElement.getBoundingClientRect().width : 0;
   const frames = [...article.querySelectorAll(`.${sliderClass} img.widget-image`)].filter(shown)
     .map(i => [Math.round(i.getBoundingClientRect().width), i.naturalWidth]);
@@ -279,15 +294,16 @@ LAYOUT = """([sliderClass, maxGap]) => {
     .filter(e => shown(e) && e.scrollWidth > e.clientWidth + 1)
     .map(e => `${name(e)}: ${e.scrollWidth} px in ${e.clientWidth} px`);
   return {h1s: h1s.length, first: first ? name(first) : null, firstIsTitle: first === h1s[0],
-          openSetup: openSetup.map(name), nSetup: setup.length, gaps, clipped, column, frames,
-          sideways};
+          openSetup: openSetup.map(name), nSetup: setup.length, gaps, clipped, cut, column,
+          frames, sideways};
 }"""
 
 
 @pytest.mark.parametrize("chapter", toc_chapters())
 def test_chapter_reads_as_a_page(browser, base_url, chapter, capsys):
     """Title first, set-up collapsed, no blank output areas, nothing cut off at the right edge,
-    α-slider frames as wide as the column; a screenshot of the whole page."""
+    no table cell cut off, α-slider frames as wide as the column; a screenshot of the whole
+    page."""
     expected = expected_sliders(HTML / "notebooks" / f"{chapter}.html")
     visit = Visit(browser, f"{base_url}notebooks/{chapter}.html")
     page = visit.page
@@ -318,6 +334,7 @@ def test_chapter_reads_as_a_page(browser, base_url, chapter, capsys):
     problems += [f"set-up cell shown open: {c}" for c in layout["openSetup"]]
     problems += [f"blank output area: {g}" for g in layout["gaps"]]
     problems += [f"wider than the column, no visible scrollbar: {c}" for c in layout["clipped"]]
+    problems += [f"table cell cut off: {c}" for c in layout["cut"]]
     column = layout["column"]
     if abs(column - COLUMN_PX) > 2:
         problems.append(f"the column is {column} px at {VIEWPORT}, frames are drawn for "

@@ -67,7 +67,8 @@ def test_model_trains_reproducibly_and_interpolates(tmp_path: Path, device: str,
         torch.testing.assert_close(value, weights[key], rtol=0, atol=0, msg=key)
     net = build().to(device).eval()
     split = eval_subset(data, "all", 32, device)
-    curve, disagreement = interpolation_curve(net, run.ensure_weights(3), weights, {"test": split},
-                                              alpha_grid(3), batch_size=32, progress=False)
-    assert len(curve) == 3 and curve.loss.map(math.isfinite).all()
-    assert 0.0 <= disagreement <= 1.0
+    path = interpolation_curve(net, run.ensure_weights(3), weights, {"test": split},
+                               alpha_grid(3), batch_size=32, progress=False)
+    assert len(path.frame) == 3 and path.frame.loss.map(math.isfinite).all()
+    assert 0.0 <= path.disagreement <= 1.0
+    assert path.examples["test"][0].shape == (3, len(split))

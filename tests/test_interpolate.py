@@ -157,8 +157,9 @@ def test_curve_endpoints_reproduce_evaluate(mnist_small):
     sa, sb = _clone(model_a.state_dict()), _clone(model_b.state_dict())
     splits = {"train": eval_subset(TensorData(train.x[:256], train.y[:256]), "all", 100, "cpu"),
               "test": eval_subset(test, "all", 100, "cpu")}
-    curve, disagreement = interpolation_curve(_lenet(5), sa, sb, splits, alpha_grid(3),
-                                              batch_size=100, progress=False)
+    path = interpolation_curve(_lenet(5), sa, sb, splits, alpha_grid(3), batch_size=100,
+                               progress=False)
+    curve, disagreement = path.frame, path.disagreement
     assert list(curve.columns) == ["split", "alpha", "loss", "error"]
     assert len(curve) == 6 and sorted(set(curve.alpha)) == [0.0, 0.5, 1.0]
     for split, data in splits.items():
@@ -177,13 +178,18 @@ def test_curve_endpoints_reproduce_evaluate(mnist_small):
         mid.load_state_dict(interpolate_state(sa, sb, 0.5))
         mid_e = evaluate(mid, data, 100)
         assert (rows.loc[0.5, "loss"], rows.loc[0.5, "error"]) == (mid_e.loss, mid_e.error)
+        # each example's values, at each α, average to the curve's (up to summation order)
+        ex_loss, ex_error = path.examples[split]
+        assert ex_loss.shape == ex_error.shape == (3, len(data))
+        np.testing.assert_allclose(ex_loss.mean(1), rows.loss.to_numpy(), rtol=1e-6)
+        np.testing.assert_allclose(ex_error.mean(1), rows.error.to_numpy(), rtol=0, atol=1e-12)
     pred_a = evaluate(model_a, splits["test"], 100, predictions=True).predictions
     pred_b = evaluate(model_b, splits["test"], 100, predictions=True).predictions
     assert 0 < disagreement < 1
     assert disagreement == float((pred_a != pred_b).float().mean())
     # Without a test split there is no disagreement.
-    _, d = interpolation_curve(_lenet(5), sa, sb, {"train": splits["train"]}, [0.0, 1.0],
-                               progress=False)
+    d = interpolation_curve(_lenet(5), sa, sb, {"train": splits["train"]}, [0.0, 1.0],
+                            progress=False).disagreement
     assert math.isnan(d)
 
 
@@ -191,10 +197,10 @@ def test_curve_with_batchnorm_reset(bn_pair):
     sa, sb = bn_pair
     data = {"test": _images(24, 20, seed=0)}
     bn_data = _images(32, 20, seed=1)
-    plain, _ = interpolation_curve(_bn_model(3, 1), sa, sb, data, [0.0, 1.0], batch_size=16,
-                                   progress=False)
-    reset, _ = interpolation_curve(_bn_model(3, 1), sa, sb, data, [0.0, 1.0], batch_size=16,
-                                   bn_reset_data=bn_data, progress=False)
+    plain = interpolation_curve(_bn_model(3, 1), sa, sb, data, [0.0, 1.0], batch_size=16,
+                                progress=False).frame
+    reset = interpolation_curve(_bn_model(3, 1), sa, sb, data, [0.0, 1.0], batch_size=16,
+                                bn_reset_data=bn_data, progress=False).frame
     for i, state in enumerate((sa, sb)):
         ref = _bn_model(4, 1)
         ref.load_state_dict(state)

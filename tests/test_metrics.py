@@ -239,3 +239,38 @@ def test_onset_k_star():
     assert onset([0, 1], [0.02, 0.02]) is None
     # A nan mean (no replicate) does not count as stable.
     assert onset([0, 1, 2], [s, float("nan"), s]) == 2
+
+
+# -- evaluation noise ---------------------------------------------------------------------------
+def test_bootstrap_sd_is_the_sampling_noise_of_the_examples():
+    from lmcnb.lmc.metrics import bootstrap_sd
+
+    a = np.linspace(0, 1, 5)
+    n, p = 4000, 0.3
+    rng = np.random.default_rng(3)
+    error = np.zeros((5, n))
+    error[2] = rng.random(n) < p  # the ends and the quarter points make no error, the middle p
+    loss = error * 2.0
+    sd = bootstrap_sd(a, loss, error, resamples=400)
+    theory = math.sqrt(p * (1 - p) / n)  # the binomial standard error of the middle's error
+    assert sd["error_barrier"] == pytest.approx(theory, rel=0.15)
+    assert sd["instability_error"] == pytest.approx(theory, rel=0.15)
+    assert sd["loss_barrier"] == pytest.approx(2 * theory, rel=0.15)
+    assert bootstrap_sd(a, loss, error, resamples=400) == sd  # a seeded generator: same draws
+    assert bootstrap_sd(a, loss, error, resamples=400, seed=1) != sd
+    # examples that all agree leave nothing to resample
+    flat = bootstrap_sd(a, np.ones((5, 50)), np.zeros((5, 50)))
+    assert all(v == 0.0 for v in flat.values())
+
+
+def test_bootstrap_sd_of_language_models_and_of_unmeasured_paths():
+    from lmcnb.lmc.metrics import bootstrap_sd
+
+    a = np.linspace(0, 1, 3)
+    rng = np.random.default_rng(0)
+    loss, error = 3 + rng.random((3, 200)), rng.random((3, 200))
+    sd = bootstrap_sd(a, loss, error, language_model=True)
+    assert {"relative_ppl_instability", "relative_ppl_barrier"} <= sd.keys()
+    assert all(v > 0 for v in sd.values())
+    loss[1, 7] = math.inf  # one example's output was not finite: no noise figure is measured
+    assert all(math.isnan(v) for v in bootstrap_sd(a, loss, error, True).values())

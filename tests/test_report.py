@@ -10,6 +10,7 @@ from lmcnb.book.report import (
     Claim,
     at_step,
     claims_table,
+    evaluation_noise,
     outcome_counts,
     pct,
     replicates_to_resolve,
@@ -83,7 +84,8 @@ def test_claims_table_and_counts():
 def _results(instability, barrier):
     rows = [{"spawn_step": k, "split": split, "replicate": r, "pair": 0, "bn_reset": False,
              **dict.fromkeys(BARRIER_COLUMNS, 0.0), "instability_error": v,
-             "error_barrier": barrier[k][r], "error_a": 0.1, "error_b": 0.1}
+             "error_barrier": barrier[k][r], "error_a": 0.1, "error_b": 0.1,
+             "error_barrier_eval_sd": 0.003 * (r + 1)}
             for k, vs in instability.items() for r, v in enumerate(vs)
             for split in ("train", "test")]
     return Results(curves=pd.DataFrame(), barriers=pd.DataFrame(rows), folder=Path("."))
@@ -97,6 +99,9 @@ def test_the_stability_table_decides_on_the_barrier_and_names_a_gap():
     assert table.verdict.tolist() == ["unstable", "stable", "stable"]  # on the barrier
     assert table["its verdict"].tolist() == ["unstable", "unstable", "stable"]  # I_E
     assert table.note.tolist() == ["", "the gap between the ends, not a barrier", ""]
+    # evaluation noise: the root mean square of the pairs' bootstrap SDs (0.003 and 0.006)
+    assert table["evaluation noise (SD)"].tolist() == ["0.47%"] * 3
+    assert evaluation_noise(r).tolist() == pytest.approx([np.sqrt((0.003**2 + 0.006**2) / 2)] * 3)
     mean, ci = at_step(r, 0)  # the barrier
     assert mean == pytest.approx(0.32)
     assert ci == pytest.approx(12.7062047 * 0.02 * np.sqrt(2) / np.sqrt(2), rel=1e-6)

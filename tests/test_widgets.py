@@ -37,8 +37,8 @@ def pair(mnist_small):
     torch.manual_seed(1)
     b = build_model("lenet5", 10).state_dict()
     splits = {"train": eval_subset(train, 1, 256, "cpu"), "test": eval_subset(test, 1, 256, "cpu")}
-    curves, _ = interpolation_curve(model, a, b, splits, alpha_grid(5), batch_size=256,
-                                    progress=False)
+    curves = interpolation_curve(model, a, b, splits, alpha_grid(5), batch_size=256,
+                                 progress=False).frame
     return model, a, b, curves, test
 
 

@@ -26,9 +26,12 @@ COLUMN_PX = 790
 DPI = 100
 
 
+LIMITS = {"loss": (0.0, np.inf), "error": (0.0, 1.0)}  # the values a curve can take
+
+
 def plot_curves(curves: pd.DataFrame, title: str = "", bn_reset: bool = False) -> Figure:
     """Loss and error vs α for train and test, one line per spawn step, band = 95% CI of
-    replicates."""
+    replicates (clipped to what the quantity can take: a loss ≥ 0, an error in [0, 1])."""
     import matplotlib.pyplot as plt
 
     df = curves[curves.bn_reset.astype(bool) == bn_reset] if "bn_reset" in curves else curves
@@ -46,7 +49,9 @@ def plot_curves(curves: pd.DataFrame, title: str = "", bn_reset: bool = False) -
                 a, mean, half = (np.array(v) for v in zip(*stats))
                 ax.plot(a, mean, style, color=color, label=f"k={k} {split}")
                 if np.isfinite(half).any():
-                    ax.fill_between(a, mean - half, mean + half, color=color, alpha=0.15)
+                    low, high = LIMITS[metric]
+                    ax.fill_between(a, np.clip(mean - half, low, high),
+                                    np.clip(mean + half, low, high), color=color, alpha=0.15)
         ax.set_xlabel("α")
         ax.set_ylabel(metric)
     axes[1].legend(fontsize=8, ncol=2)

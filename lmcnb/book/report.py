@@ -206,13 +206,30 @@ NAMES = {"error_barrier": "error barrier", "instability_error": "I_E (Frankle)",
          "loss_barrier": "loss barrier"}
 
 
+def _plain(table: pd.DataFrame, split: str) -> pd.DataFrame:
+    """The rows of `split` without a BatchNorm reset (the path as interpolated)."""
+    reset = table.get("bn_reset", pd.Series(False, index=table.index)).astype(bool)
+    return table[(table.split == split) & ~reset]
+
+
+def evaluation_noise(results: Results, column: str | None = None, split: str = "test",
+                     by: str = "spawn_step") -> pd.Series:
+    """Per value of `by`: the evaluation noise of `column` (default: the barrier) — the root
+    mean square over pairs of its per-pair bootstrap standard deviation over the evaluation
+    examples (`lmcnb.lmc.metrics.bootstrap_sd`)."""
+    column = column or quantities(results)[0]
+    rows = _plain(results.barriers, split)
+    return rows.groupby(by)[f"{column}_eval_sd"].apply(lambda sd: float((sd ** 2).mean() ** 0.5))
+
+
 def stability_table(results: Results, split: str = "test") -> pd.DataFrame:
     """Per spawn step: replicates; the barrier (mean ± 95% CI) and its verdict — the verdict of
-    the page; the sources' measure of the same pairs and its verdict; and a note where that
-    measure exceeds the threshold only through the gap between the ends."""
+    the page; the barrier's evaluation noise (`evaluation_noise`); the sources' measure of the
+    same pairs and its verdict; and a note where that measure exceeds the threshold only through
+    the gap between the ends."""
     barrier, measure = quantities(results)
-    s = results.summary()
-    s = s[(s.split == split) & ~s.get("bn_reset", pd.Series(False, index=s.index)).astype(bool)]
+    s = _plain(results.summary(), split)
+    noise = evaluation_noise(results, barrier, split)
     rows = []
     for r in s.sort_values("spawn_step").itertuples():
         b = (getattr(r, barrier), getattr(r, f"{barrier}_ci95"))
@@ -221,7 +238,8 @@ def stability_table(results: Results, split: str = "test") -> pd.DataFrame:
         note = ("the gap between the ends, not a barrier" if vm != "stable" and vb == "stable"
                 else "")
         rows.append({"k": int(r.spawn_step), "n": int(r.n), NAMES[barrier]: pct(*b),
-                     "verdict": vb, NAMES[measure]: pct(*m), "its verdict": vm, "note": note})
+                     "verdict": vb, "evaluation noise (SD)": pct(noise.get(r.spawn_step)),
+                     NAMES[measure]: pct(*m), "its verdict": vm, "note": note})
     return pd.DataFrame(rows)
 
 
@@ -230,9 +248,8 @@ def at_step(results: Results, k: int, split: str = "test",
     """Mean and 95% CI half-width of `column` (default: the barrier, `quantities`) at spawn step
     `k` over the study's replicates."""
     column = column or quantities(results)[0]
-    s = results.summary()
-    row = s[(s.spawn_step == k) & (s.split == split)
-            & ~s.get("bn_reset", pd.Series(False, index=s.index)).astype(bool)]
+    s = _plain(results.summary(), split)
+    row = s[s.spawn_step == k]
     if row.empty:
         raise ValueError(f"spawn step {k} not in the study; valid: "
                          f"{sorted(s.spawn_step.unique().tolist())}")
@@ -247,7 +264,6 @@ def k_star_text(k_star: int | None) -> str:
 def accuracy(results: Results, split: str = "test") -> tuple[float, float]:
     """Mean accuracy of the children spawned at the first spawn step (each trained the whole
     length), with its 95% CI over pairs."""
-    b = results.barriers
-    first = b[(b.split == split) & (b.spawn_step == b.spawn_step.min())
-              & ~b.get("bn_reset", pd.Series(False, index=b.index)).astype(bool)]
+    b = _plain(results.barriers, split)
+    first = b[b.spawn_step == b.spawn_step.min()]
     return mean_ci(1 - (first.error_a + first.error_b) / 2)

@@ -24,6 +24,9 @@ from .catalog import build, check
 from .runs import Run, RunSpec, check_endpoint, data_fingerprint, hook_identity
 
 NOISE = ("data_order", "augmentation", "dropout")  # the streams in which children differ
+# What a study's tables hold; a new version names new folders. 2: each barrier's evaluation
+# noise (`<barrier>_eval_sd`) beside it.
+TABLES_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -141,7 +144,7 @@ class Setup:
         ident = {"kind": kind, "trunk": self.trunk(0).spec.identity(), "n_alpha": self.n_alpha,
                  "eval_iters": self.eval_iters, "eval_batch_size": self.eval_batch_size,
                  "bn_reset": self.bn_reset, "bn_reset_examples": self.bn_reset_examples,
-                 "threshold": self.threshold, **spec}
+                 "threshold": self.threshold, "tables": TABLES_VERSION, **spec}
         if self.noise != NOISE:
             ident["noise"] = list(self.noise)
         if self.endpoint != "final":

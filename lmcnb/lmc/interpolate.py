@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -17,7 +18,7 @@ from torch import nn
 from ..core.device import task_threads
 from ..data.tensors import TensorData
 from ..train.evaluation import evaluate
-from .metrics import STABLE_THRESHOLD, barriers, l2_distance
+from .metrics import STABLE_THRESHOLD, barriers, bootstrap_sd, l2_distance
 from .repair import reset_batchnorm
 
 
@@ -66,23 +67,33 @@ class Interpolator:
         return self.model
 
 
+@dataclass(frozen=True)
+class Curve:
+    """One interpolation path: loss and error at each α on each split (`frame`: columns split,
+    alpha, loss, error), the A/B prediction disagreement on "test", and per split each example's
+    loss and error at each α (`examples[split]`: two float64 arrays of shape α × example)."""
+
+    frame: pd.DataFrame
+    disagreement: float
+    examples: dict[str, tuple[np.ndarray, np.ndarray]]
+
+
 def interpolation_curve(model: nn.Module, state_a: dict[str, torch.Tensor],
                         state_b: dict[str, torch.Tensor], splits: dict[str, TensorData],
                         alphas: Sequence[float], *, batch_size: int = 1000,
                         bn_reset_data: TensorData | None = None,
                         renormalize: Callable[[nn.Module, float], None] | None = None,
-                        progress: bool = True,
-                        compile: bool = False) -> tuple[pd.DataFrame, float]:
-    """Loss and error at each α on each split, and the A/B prediction disagreement on "test".
+                        progress: bool = True, compile: bool = False) -> Curve:
+    """The `Curve` of θ(α) over `alphas`: loss and error at each α on each split, each example's
+    too, and the A/B prediction disagreement on "test".
 
     After θ(α) is written (and its BatchNorm statistics recomputed on `bn_reset_data`, if given),
     `renormalize(model, α)` may rescale it in place — REPAIR (`lmcnb.lmc.repair.Repair.apply`).
 
-    `splits` hold data already on the model's device (see `eval_subset`). Returns a frame with
-    columns split, alpha, loss, error, and the disagreement (nan without a "test" split). Where
-    the loss is not finite the model's output was not, so neither its top-1 error nor its
-    predictions are measurements: the error is nan there, and so is a disagreement that would
-    rest on such predictions.
+    `splits` hold data already on the model's device (see `eval_subset`). The disagreement is
+    nan without a "test" split. Where the loss is not finite the model's output was not, so
+    neither its top-1 error nor its predictions are measurements: the error is nan there, and so
+    is a disagreement that would rest on such predictions.
     `compile=True` evaluates through `torch.compile(model)`: opt-in, as compiling costs tens of
     seconds on CPU; it pays off only for long curves (a 25-α LeNet5 curve on 10,000 images:
     1.8x faster).
@@ -92,6 +103,7 @@ def interpolation_curve(model: nn.Module, state_a: dict[str, torch.Tensor],
     interp = Interpolator(model, state_a, state_b)
     forward = torch.compile(model) if compile else model  # sees the in-place updates of `interp`
     rows, preds = [], {}
+    examples: dict[str, tuple[list, list]] = {split: ([], []) for split in splits}
     with task_threads():
         for alpha in bar(list(alphas), desc="α", leave=False, disable=not progress,
                          mininterval=1.0):
@@ -108,9 +120,13 @@ def interpolation_curve(model: nn.Module, state_a: dict[str, torch.Tensor],
                     preds[float(alpha)] = out.predictions
                 rows.append({"split": split, "alpha": float(alpha), "loss": out.loss,
                              "error": out.error if measured else math.nan})
+                examples[split][0].append(out.example_loss.numpy())
+                examples[split][1].append(out.example_error.numpy())
     disagreement = (float((preds[0.0] != preds[1.0]).float().mean()) if len(preds) == 2
                     else float("nan"))
-    return pd.DataFrame(rows), disagreement
+    return Curve(pd.DataFrame(rows), disagreement,
+                 {split: (np.stack(loss), np.stack(error))
+                  for split, (loss, error) in examples.items()})
 
 
 def eval_subset(data: TensorData, eval_iters: int | str, batch_size: int,
@@ -146,22 +162,28 @@ def pair_tables(model: nn.Module, state_a: dict[str, torch.Tensor],
 
     Without `bn_reset_data` one curve (`bn_reset` False); with it, also the curve whose BatchNorm
     statistics are recomputed on it after interpolating (`bn_reset` True). `renormalize` (see
-    `interpolation_curve`) acts on every curve.
+    `interpolation_curve`) acts on every curve. Every barrier has its evaluation noise beside it
+    (`<barrier>_eval_sd`): its bootstrap standard deviation over the split's examples
+    (`bootstrap_sd`), what a different evaluation sample of the same size would move it by.
     """
     alphas = list(alphas)
     l2, l2_rel = l2_distance(state_a, state_b)
     curves, rows = [], []
     for reset in [False] if bn_reset_data is None else [False, True]:
-        curve, disagreement = interpolation_curve(
+        path = interpolation_curve(
             model, state_a, state_b, splits, alphas, batch_size=batch_size,
             bn_reset_data=bn_reset_data if reset else None, renormalize=renormalize,
             progress=progress)
+        curve = path.frame
         curve.insert(0, "bn_reset", reset)
         curves.append(curve)
         for split, c in curve.groupby("split", sort=False):
+            noise = bootstrap_sd(alphas, *path.examples[split], language_model)
             rows.append({"bn_reset": reset, "split": split,
                          **barriers(c.alpha, c.loss, c.error, language_model, threshold),
-                         "l2_distance": l2, "l2_relative": l2_rel, "disagreement": disagreement,
+                         **{f"{q}_eval_sd": sd for q, sd in noise.items()},
+                         "l2_distance": l2, "l2_relative": l2_rel,
+                         "disagreement": path.disagreement,
                          "error_a": float(c.error.iloc[0]), "error_b": float(c.error.iloc[-1]),
                          "loss_a": float(c.loss.iloc[0]), "loss_b": float(c.loss.iloc[-1])})
     return pd.concat(curves, ignore_index=True), pd.DataFrame(rows)

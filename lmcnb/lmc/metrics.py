@@ -126,6 +126,49 @@ def barriers(alphas: Sequence[float], loss: Sequence[float], error: Sequence[flo
     return out
 
 
+BOOTSTRAP_RESAMPLES = 200
+
+
+def bootstrap_sd(alphas: Sequence[float], example_loss: np.ndarray, example_error: np.ndarray,
+                 language_model: bool = False, resamples: int = BOOTSTRAP_RESAMPLES,
+                 seed: int = 0) -> dict[str, float]:
+    """Evaluation noise: the bootstrap standard deviation of each barrier of one path over its
+    evaluation examples.
+
+    `example_loss` and `example_error` hold each example's loss and error at each α (shape
+    α × example). A resample draws the examples with replacement — the same draw at every α, so
+    the path keeps its shape — and recomputes the barriers from its means; `resamples` draws from
+    a generator seeded with `seed` (the same numbers on every machine). nan where an example's
+    value is not finite.
+    """
+    a = np.asarray(alphas, float)
+    loss, error = np.asarray(example_loss, float), np.asarray(example_error, float)
+    keys = ["loss_barrier", "error_barrier", "instability_loss", "instability_error"]
+    keys += ["relative_ppl_instability", "relative_ppl_barrier"] if language_model else []
+    if not (np.isfinite(loss).all() and np.isfinite(error).all()):
+        return dict.fromkeys(keys, math.nan)
+    n = loss.shape[1]
+    counts = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=resamples)
+    curves = {"loss": counts @ loss.T / n, "error": counts @ error.T / n}  # resample × α
+    line = {k: np.outer(v[:, 0], 1 - a) + np.outer(v[:, -1], a) for k, v in curves.items()}
+    inside = (a > 0) & (a < 1) if ((a > 0) & (a < 1)).any() else np.ones_like(a, bool)
+
+    def peak(values: np.ndarray, ends: np.ndarray) -> np.ndarray:
+        return (values - ends)[:, inside].max(1)
+
+    draws = {"loss_barrier": peak(curves["loss"], line["loss"]),
+             "error_barrier": peak(curves["error"], line["error"]),
+             "instability_loss": curves["loss"].max(1) - curves["loss"][:, [0, -1]].mean(1),
+             "instability_error": curves["error"].max(1) - curves["error"][:, [0, -1]].mean(1)}
+    if language_model:
+        ppl = np.exp(curves["loss"])
+        top = ppl.max(1)
+        ppl_line = np.outer(ppl[:, 0], 1 - a) + np.outer(ppl[:, -1], a)
+        draws["relative_ppl_instability"] = (top - ppl[:, [0, -1]].mean(1)) / top
+        draws["relative_ppl_barrier"] = peak(ppl, ppl_line) / top
+    return {k: float(draws[k].std(ddof=1)) for k in keys}
+
+
 def l2_distance(state_a: dict[str, torch.Tensor],
                 state_b: dict[str, torch.Tensor]) -> tuple[float, float]:
     """‖θ_A − θ_B‖₂ and ‖θ_A − θ_B‖₂ / ‖θ_A‖₂ over the floating-point tensors."""

@@ -32,13 +32,31 @@ def loss_and_errors(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor
     return summed_loss(logits, y), errors
 
 
+def per_example(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each example's mean cross-entropy and top-1 error over its predictions (one for a
+    classifier, every next token of a language model's block), in float64 on the CPU (MPS has no
+    float64)."""
+    n = y.shape[0]
+    flat = logits.flatten(0, -2)
+    loss = F.cross_entropy(flat, y.flatten(), reduction="none").view(n, -1)
+    wrong = flat.argmax(-1) != y.flatten()
+    return loss.cpu().double().mean(1), wrong.view(n, -1).cpu().double().mean(1)
+
+
 @dataclass(frozen=True)
 class Evaluation:
-    """Mean cross-entropy and error over every prediction of a split, and (when asked for) the
-    top-1 predictions, flattened in the order of the data."""
+    """Mean cross-entropy and error over every prediction of a split; each example's mean loss and
+    error (`per_example`, float64: what a bootstrap over the evaluation examples resamples); and
+    (when asked for) the top-1 predictions, flattened in the order of the data.
+
+    `loss` and `error` are sums over the batches in a fixed order, not means of the per-example
+    values: the numbers training and every table have always read.
+    """
 
     loss: float
     error: float
+    example_loss: torch.Tensor
+    example_error: torch.Tensor
     predictions: torch.Tensor | None = None
 
 
@@ -52,7 +70,7 @@ def evaluate(model: nn.Module, data: TensorData, batch_size: int = 1000,
     was_training = model.training
     model.eval()
     loss = errors = 0.0
-    preds = []
+    preds, ex_loss, ex_error = [], [], []
     n = 0
     with task_threads():
         for start in range(0, len(data), batch_size):
@@ -60,7 +78,10 @@ def evaluate(model: nn.Module, data: TensorData, batch_size: int = 1000,
             logits = logits_of(model, x)
             l_sum, e_sum = loss_and_errors(logits, y)
             loss, errors, n = loss + float(l_sum), errors + float(e_sum), n + y.numel()
+            for out, value in zip((ex_loss, ex_error), per_example(logits, y)):
+                out.append(value)
             if predictions:
                 preds.append(logits.argmax(-1).flatten())
     model.train(was_training)
-    return Evaluation(loss / n, errors / n, torch.cat(preds) if predictions else None)
+    return Evaluation(loss / n, errors / n, torch.cat(ex_loss), torch.cat(ex_error),
+                      torch.cat(preds) if predictions else None)
