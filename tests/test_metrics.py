@@ -274,3 +274,20 @@ def test_bootstrap_sd_of_language_models_and_of_unmeasured_paths():
     assert all(v > 0 for v in sd.values())
     loss[1, 7] = math.inf  # one example's output was not finite: no noise figure is measured
     assert all(math.isnan(v) for v in bootstrap_sd(a, loss, error, True).values())
+
+
+def test_paired_difference_matches_rows_of_the_same_trunk():
+    from lmcnb.lmc.metrics import paired_difference
+
+    keys = [{"spawn_step": k, "replicate": r, "pair": 0} for k in (0, 10) for r in range(4)]
+    a = pd.DataFrame([{**k, "x": 0.1 * k["replicate"]} for k in keys])
+    b = pd.DataFrame([{**k, "x": 0.1 * k["replicate"] + 0.01 * (1 + k["spawn_step"])}
+                      for k in keys])
+    d = paired_difference(a, b.sample(frac=1, random_state=0), "x")  # order does not matter
+    assert d.spawn_step.tolist() == [0, 10] and d.n.tolist() == [4, 4]
+    assert d.x.tolist() == pytest.approx([0.01, 0.11])
+    assert d.x_ci95.tolist() == pytest.approx([0, 0], abs=1e-12)  # the trunk's spread cancels
+    with pytest.raises(ValueError, match="1 rows have no partner"):
+        paired_difference(a, b.iloc[1:], "x")
+    with pytest.raises(ValueError, match="more than once"):
+        paired_difference(pd.concat([a, a]), b, "x")

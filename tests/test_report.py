@@ -108,3 +108,14 @@ def test_the_stability_table_decides_on_the_barrier_and_names_a_gap():
     assert at_step(r, 100, column="instability_error")[0] == pytest.approx(0.0505)
     with pytest.raises(ValueError, match=r"spawn step 7 not in the study; valid: \[0, 100, 200\]"):
         at_step(r, 7)
+
+
+def test_cells_deviations_and_single_run_ci():
+    from lmcnb.book.report import cells_text, deviations_table, single_run_ci
+
+    assert cells_text(["stable", "undecided", "stable"]) == "2 stable, 1 undecided of 3 cells"
+    t = deviations_table([("evaluation", "whole test set", "5,000 images", "noise 0.3 points")])
+    assert t.columns.tolist() == ["aspect", "the source", "this book", "what it changes"]
+    assert single_run_ci(0.01) == pytest.approx(0.0196)
+    one = Claim("S", "s", "q", 0.005, single_run_ci(0.001), "stable")
+    assert one.outcome() == "agrees" and one.to_decide() == ""

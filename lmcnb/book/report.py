@@ -173,6 +173,28 @@ def claims_table(claims: Iterable[Claim]) -> pd.DataFrame:
                           "what differs": c.note} for c in claims])
 
 
+def single_run_ci(eval_sd: float) -> float:
+    """The 95% CI half-width of one run's measurement from its evaluation bootstrap SD (normal
+    approximation): the CI of a `Claim` measured on one pair."""
+    return 1.96 * eval_sd
+
+
+def cells_text(verdicts: Iterable[str]) -> str:
+    """A table's verdicts counted, with the number of cells beside them: "2 stable, 1 unstable,
+    3 undecided of 6 cells" (with many cells, an isolated decided one is what chance gives)."""
+    verdicts = list(verdicts)
+    counts = [f"{verdicts.count(v)} {v}" for v in ("stable", "unstable", "undecided")
+              if verdicts.count(v)]
+    return f"{', '.join(counts)} of {len(verdicts)} cells"
+
+
+def deviations_table(rows: Iterable[tuple[str, str, str, str]]) -> pd.DataFrame:
+    """What differs from the source: one row per deviation — the aspect, the source's choice,
+    this book's, and what the difference does to the numbers."""
+    return pd.DataFrame(list(rows), columns=["aspect", "the source", "this book",
+                                             "what it changes"])
+
+
 def outcome_counts(claims: Iterable[Claim]) -> dict[str, int]:
     """How many claims agree, differ, are undecided, and were not measured."""
     counts = {"agrees": 0, "differs": 0, "undecided": 0, "not measured": 0}

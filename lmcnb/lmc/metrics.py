@@ -206,6 +206,31 @@ def aggregate(table: pd.DataFrame, by: Sequence[str], columns: Sequence[str]) ->
     return pd.DataFrame(rows)
 
 
+def paired_difference(a: pd.DataFrame, b: pd.DataFrame, column: str,
+                      on: Sequence[str] = ("spawn_step", "replicate", "pair"),
+                      by: Sequence[str] = ("spawn_step",)) -> pd.DataFrame:
+    """`column` of B minus `column` of A, matched row by row on `on` (the same trunk, spawn step
+    and pair: a comparison within a trunk), with mean, 95% CI and count per `by` — the columns
+    `aggregate` gives, the difference under the name `column`.
+
+    Both tables must hold the same keys once each: a row without its partner is an error, not a
+    smaller sample.
+    """
+    on = list(on)
+    for name, t in (("A", a), ("B", b)):
+        if t.duplicated(on).any():
+            raise ValueError(f"table {name} holds a key of {on} more than once: filter it to one "
+                             "condition (split, bn_reset) first")
+    joined = a[on + [column]].merge(b[on + [column]], on=on, how="outer", suffixes=("_a", "_b"),
+                                    indicator=True)
+    alone = joined[joined._merge != "both"]
+    if len(alone):
+        raise ValueError(f"{len(alone)} rows have no partner on {on}: "
+                         f"{alone[on].head(3).to_dict('records')}")
+    joined[column] = joined[f"{column}_b"] - joined[f"{column}_a"]
+    return aggregate(joined, by, [column])
+
+
 def onset(steps: Sequence[int], mean_instability: Sequence[float],
           threshold: float = STABLE_THRESHOLD) -> int | None:
     """k*: the smallest spawn step below threshold that stays below for every larger step."""
