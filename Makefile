@@ -39,8 +39,12 @@ node_modules/.package-lock.json: package-lock.json package.json
 js: node_modules/.package-lock.json
 
 # Execute every chapter at the book profile (cached runs make a re-run quick), build _build/html.
+# Runs train on a local Dask cluster, one single-threaded worker per core: 1.86x the serial wall
+# time on 2 cores with the same bytes (benchmarks/executors.py); smoke stays serial, as a
+# cluster's start-up outweighs its 12-step runs.
 book: env accepted js
-	$(BIN)/python -m lmcnb.book.execute --profile book --out _build/executed --build
+	$(BIN)/python -m lmcnb.book.execute --profile book --out _build/executed --build \
+	  -p executor '"local"'
 
 # Unit tests, every chapter at the smoke profile (whose run and study folders must keep their
 # pinned names: tests/test_identity.py), then the executed copies re-run under nbval

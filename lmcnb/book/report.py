@@ -173,6 +173,19 @@ def claims_table(claims: Iterable[Claim]) -> pd.DataFrame:
                           "what differs": c.note} for c in claims])
 
 
+def glue_claims(claims: Iterable[Claim], prefix: str):
+    """The chapter's claims table for the page (`show`), glued as `<prefix>_claims` for the
+    introduction to paste, with its outcome counts (`<prefix>_claims_decided`: "4 of 5 decided",
+    and `<prefix>_claims_<outcome>` each); returns the table to display."""
+    claims = list(claims)
+    counts = outcome_counts(claims)
+    decided = counts["agrees"] + counts["differs"]
+    table = show(claims_table(claims))
+    glue_all({"claims": table, "claims_decided": f"{decided} of {len(claims)} decided",
+              **{f"claims_{k.replace(' ', '_')}": str(v) for k, v in counts.items()}}, prefix)
+    return table
+
+
 def single_run_ci(eval_sd: float) -> float:
     """The 95% CI half-width of one run's measurement from its evaluation bootstrap SD (normal
     approximation): the CI of a `Claim` measured on one pair."""
