@@ -16,6 +16,7 @@ from lmcnb.book.report import (
     replicates_to_resolve,
     show,
     stability_table,
+    step_claim,
     verdict,
 )
 from lmcnb.experiments.study import BARRIER_COLUMNS, Results
@@ -102,6 +103,10 @@ def test_the_stability_table_decides_on_the_barrier_and_names_a_gap():
     # evaluation noise: the root mean square of the pairs' bootstrap SDs (0.003 and 0.006)
     assert table["evaluation noise (SD)"].tolist() == ["0.47%"] * 3
     assert evaluation_noise(r).tolist() == pytest.approx([np.sqrt((0.003**2 + 0.006**2) / 2)] * 3)
+    claim = step_claim("S", "unstable at init", r, 0, "unstable", when="the start")
+    assert (claim.quantity, claim.n, claim.outcome()) == (
+        "error barrier, test, k = 0 (the start)", 2, "undecided")  # n = 2: t = 12.7
+    assert step_claim("S", "s", None, None, "stable").outcome() == "not measured"
     mean, ci = at_step(r, 0)  # the barrier
     assert mean == pytest.approx(0.32)
     assert ci == pytest.approx(12.7062047 * 0.02 * np.sqrt(2) / np.sqrt(2), rel=1e-6)

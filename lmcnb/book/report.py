@@ -291,6 +291,23 @@ def at_step(results: Results, k: int, split: str = "test",
     return float(row[column].iloc[0]), float(row[f"{column}_ci95"].iloc[0])
 
 
+def step_claim(source: str, statement: str, results: Results | None, k: int | None, rule: str,
+               note: str = "", split: str = "test", column: str | None = None,
+               when: str = "") -> Claim:
+    """A `Claim` on `column` (default: the barrier, `quantities`) at spawn step `k` of a study:
+    its mean, 95% CI and number of replicates. Without the study (or `k`) the claim is "not
+    measured". `when` says what k is in the source's terms ("0.4 epochs")."""
+    if results is None or k is None:
+        return Claim(source, statement, "not measured at this profile", None, rule=rule,
+                     note=note)
+    column = column or quantities(results)[0]
+    mean, ci = at_step(results, k, split, column)
+    s = _plain(results.summary(), split)
+    n = int(s[s.spawn_step == k].n.iloc[0])
+    quantity = f"{NAMES.get(column, column)}, {split}, k = {k}" + (f" ({when})" if when else "")
+    return Claim(source, statement, quantity, mean, ci, rule, note, n=n)
+
+
 def k_star_text(k_star: int | None) -> str:
     """k* as the prose states it ("none tested" when no spawn step qualifies)."""
     return "none tested" if k_star is None else str(k_star)
