@@ -47,7 +47,8 @@ def _eval_data(setup: Setup) -> dict[str, Any]:
     train, test = setup.load(setup.train_data), setup.load(setup.test_data)
     with torch.random.fork_rng():
         model = build(setup.net).to(device)
-    return {"splits": {"train": eval_subset(train, setup.eval_iters, bs, device, seed=1),
+    train_iters = setup.eval_iters if setup.train_eval_iters is None else setup.train_eval_iters
+    return {"splits": {"train": eval_subset(train, train_iters, bs, device, seed=1),
                        "test": eval_subset(test, setup.eval_iters, bs, device, seed=2)},
             "model": model,
             "bn": eval_subset(train, max(1, setup.bn_reset_examples // bs), bs, device, seed=3)}
@@ -104,10 +105,11 @@ class Results:
         return aggregate(self.barriers, by, BARRIER_COLUMNS + extra + ["error_a", "error_b"])
 
     def onset(self, split: str = "test", column: str | None = None) -> int | None:
-        """k*: smallest spawn step whose mean instability stays below the threshold."""
+        """k*: smallest spawn step whose mean barrier (default: the relative perplexity barrier
+        of a language model, else the error barrier) stays below the threshold."""
         if column is None:
-            column = ("relative_ppl_instability" if "relative_ppl_instability" in self.barriers
-                      else "instability_error")
+            column = ("relative_ppl_barrier" if "relative_ppl_barrier" in self.barriers
+                      else "error_barrier")
         s = self.summary()
         s = s[(s.split == split)
               & (~s.get("bn_reset", pd.Series(False, index=s.index)).astype(bool))]
