@@ -59,6 +59,7 @@ class Setup:
     seed: int = 0
     n_alpha: int = 30
     eval_iters: int | str = "all"
+    train_eval_iters: int | str | None = None  # batches of the train split (None: eval_iters)
     eval_batch_size: int = 1000
     bn_reset: bool = False
     bn_reset_examples: int = 2000
@@ -79,6 +80,8 @@ class Setup:
                              f"(got {self.noise!r})")
         alpha_grid(self.n_alpha)
         batches_or_all("eval_iters", self.eval_iters)
+        if self.train_eval_iters is not None:
+            batches_or_all("train_eval_iters", self.train_eval_iters)
         at_least("eval_batch_size", self.eval_batch_size, 1)
         at_least("bn_reset_examples", self.bn_reset_examples, 1)
         at_least("seed", self.seed, 0)
@@ -145,6 +148,8 @@ class Setup:
                  "eval_iters": self.eval_iters, "eval_batch_size": self.eval_batch_size,
                  "bn_reset": self.bn_reset, "bn_reset_examples": self.bn_reset_examples,
                  "threshold": self.threshold, "tables": TABLES_VERSION, **spec}
+        if self.train_eval_iters is not None:
+            ident["train_eval_iters"] = self.train_eval_iters
         if self.noise != NOISE:
             ident["noise"] = list(self.noise)
         if self.endpoint != "final":
