@@ -20,7 +20,7 @@ NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "gpt_shakespea
     ({"spawn_steps": [0, 100]}, ["spawn step(s) [100] are beyond the end of training"]),
     ({"train": {"optimizer": "sgd"}}, ["train.optimizer must be 'adam' or 'adamw' (got 'sgd')"]),
     ({"train": {"lr": -1.0}}, ["train.lr must be a number > 0 (got -1.0)"]),
-    ({"finetune": {"n_children": 1}}, ["finetune.n_children must be an integer >= 2"]),
+    ({"finetune": {"n_pairs": 1}}, ["finetune.n_pairs must be an integer >= 2"]),
     ({"finetune": {"lr": 1e-3}}, ["unknown key(s) ['lr'] in finetune", "'train'"]),
     ({"finetune": {"train": {"warmup_steps": -5}}},
      ["finetune.train.warmup_steps must be an integer >= 0 (got -5)"]),

@@ -20,7 +20,7 @@ from lmcnb.book.params import (
     help_table,
     param,
 )
-from lmcnb.chapters import cnn, gpt, own, ptb, vit
+from lmcnb.chapters import cnn, gpt, independent, own, ptb, vit
 from lmcnb.core.checks import at_least, choose
 from lmcnb.core.device import pick_device
 from lmcnb.core.env import runs_root
@@ -123,7 +123,7 @@ def test_help_table_has_every_field_with_its_type_and_range():
 
 @pytest.mark.parametrize(("notebook", "chapter"), [
     ("cnn_baselines", cnn), ("gpt_shakespeare", gpt), ("ptb_transformer", ptb),
-    ("vit_platon", vit), ("measure_your_own", own)])
+    ("vit_platon", vit), ("independent_inits", independent), ("measure_your_own", own)])
 def test_a_notebooks_parameters_cell_declares_its_configs_names(notebook, chapter):
     declared = declared_in(NOTEBOOKS / f"{notebook}.ipynb") - {"colab", "drive_dir"}
     fields = {f["parameter"] for f in help_table(chapter.Config)} | set(chapter.Config.aliases)

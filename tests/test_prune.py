@@ -606,3 +606,31 @@ def test_a_training_log_that_is_missing_or_fails_its_digest_is_re_made_from_the_
     prune.training_log(run)
     assert log.read_bytes() == written
     assert run.saved_steps() == steps and _events(run) == events  # nothing trained
+
+
+def test_replicated_pruning_runs_pair_with_the_dense_trunks_and_are_evaluated_as_tasks(
+        tmp_path, mnist_setup):
+    """pruned_replicates: replicate i of a pruning run has dense trunk i's seeds (its init, data
+    order and augmentation), so dense − pruned is a difference within a replicate; run_accuracies
+    gives accuracy_of each run's final weights. A trunk's state at step 0 holds no optimizer
+    moments: masked children spawned at k = 0 start from a fresh AdamW."""
+    from lmcnb.experiments.pruning import (
+        accuracy_of,
+        finished_weights,
+        pruned_replicates,
+        run_accuracies,
+    )
+
+    dense = mnist_setup(tmp_path)
+    hook = Ref.of("hook", "platon", total_steps=8, final_density=0.5, final_warmup=2,
+                  delta_t=2, score="magnitude", include=("features",))
+    runs = pruned_replicates(dense, {"magnitude 50%": hook}, 2)["magnitude 50%"]
+    assert [r.spec.seeds for r in runs] == [dense.trunk(i).spec.seeds for i in range(2)]
+    assert runs[0].spec.seeds != runs[1].spec.seeds
+    assert runs[0].spec.run_id != dense.trunk(0).spec.run_id  # the hook is in its identity
+    for run in runs:
+        assert density(prunable(finished_weights(run), ("features",))) == pytest.approx(0.5,
+                                                                                      abs=0.01)
+    assert run_accuracies(dense, runs) == [accuracy_of(dense, finished_weights(r)) for r in runs]
+    assert dense.trunk(0).ensure_trained((0,)).state(0)["optimizer"]["state"] == {}
+    assert dense.trunk(0).state(8)["optimizer"]["state"] != {}

@@ -29,26 +29,26 @@ NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "ptb_transform
 
 # -- the recipe --------------------------------------------------------------------------------
 def _recipe(**values) -> TrainConfig:
-    return ptb.Recipe.build(values, "train").recipe()
+    return ptb.Recipe.build(values, "train").recipe(10)  # a split of 10 chunks
 
 
 def test_seed_recipe_decays_lr_by_gamma_every_epoch():
-    cfg = _recipe(epochs=3)
+    cfg = _recipe(length="3ep")
     assert (cfg.optimizer, cfg.momentum, cfg.grad_clip, cfg.batch_size) == ("sgd", 0.0, 0.5, 1)
     total = parse_steps(cfg.max_steps, 10)
     assert total == 30
     lrs = [lr_at(cfg, step, total, 10) for step in range(total)]
     assert lrs == [2.5] * 10 + [2.5 * 0.95] * 10 + [2.5 * 0.95**2] * 10
-    half = _recipe(epochs=2.5, lr=1.0, gamma=0.5)
+    half = _recipe(length=25, lr=1.0, gamma=0.5)
     assert [lr_at(half, s, 25, 10) for s in (9, 10, 20, 24)] == [1.0, 0.5, 0.25, 0.25]
 
 
 @pytest.mark.parametrize(("bad", "message"), [
-    ({"epochs": 0}, r"train.epochs must be a number > 0 \(got 0\)"),
-    ({"epochs": 1, "lr": -1}, "train.lr must be a number > 0"),
-    ({"epochs": 1, "gamma": 1.5}, r"train.gamma must be a number > 0 and <= 1 \(got 1.5\)"),
-    ({"epochs": 1, "grad_clip": 0}, "train.grad_clip must be a number > 0 or None"),
-    ({"epochs": "3"}, r"train.epochs must be a number > 0 \(got '3'\)"),
+    ({"length": 0}, r"train.length must be a step count .* >= 1 \(got 0\)"),
+    ({"length": 10, "lr": -1}, "train.lr must be a number > 0"),
+    ({"length": 10, "gamma": 1.5}, r"train.gamma must be a number > 0 and <= 1 \(got 1.5\)"),
+    ({"length": 10, "grad_clip": 0}, "train.grad_clip must be a number > 0 or None"),
+    ({"length": "3x"}, r"train.length must be a step count .* \(got '3x'\)"),
 ])
 def test_seed_recipe_refuses_bad_values(bad, message):
     with pytest.raises(ValueError, match=message):
@@ -108,7 +108,7 @@ def _params(tmp_path: Path, data_dir: Path, **overrides) -> ptb.Config:
     values = dict(data_dir=str(data_dir), runs_dir=str(tmp_path / "runs"), device="cpu",
                   model={"d_model": 16, "n_head": 2, "d_ff": 16, "n_layer": 1, "dropout": 0.2},
                   eos=True, batch_size=4, eval_streams=4, bptt=8,
-                  train={"epochs": 1, "lr": 2.5, "gamma": 0.95, "grad_clip": 0.5},
+                  train={"length": "1ep", "lr": 2.5, "gamma": 0.95, "grad_clip": 0.5},
                   train_chunks=6, valid_chunks=2, endpoint="final", spawn_steps=[0, 2],
                   n_inits=1, n_alpha=11, eval_iters=1, eval_tokens=64,
                   noise=["data_order", "dropout", "both"], noise_steps=[0, 2], seed=0)
@@ -188,14 +188,17 @@ def test_noise_ablation_table_takes_both_from_the_study(tmp_path, data_dir):
     assert list(ptb.noise_table(table).columns) == ["k", "split", "noise", "n", "R", "verdict"]
     measured = {"setup": s, "spawn": main, "ablation": table}
     claims = ptb.claims(p, measured)
-    assert [c.quantity for c in claims][:2] == ["R at k = 0, train", "R at k = 0, test"]
-    assert claims[1].measured == main.barriers[(main.barriers.spawn_step == 0)
-                                               & (main.barriers.split == "test")
-                                               ].relative_ppl_instability.iloc[0]
-    assert claims[5].outcome() == "not measured"  # dropout only at k = 0: not in this ablation
+    quantities = [c.quantity for c in claims]
+    assert quantities[0].startswith("PPL barrier / max PPL, test, k = 0")  # barrier first
+    r = claims[quantities.index("R at k = 0, test")]  # the source's measure beside it
+    assert r.measured == main.barriers[(main.barriers.spawn_step == 0)
+                                       & (main.barriers.split == "test")
+                                       ].relative_ppl_instability.iloc[0]
+    dropout = claims[quantities.index("R at k = 0, dropout only, test")]
+    assert dropout.outcome() == "not measured"  # dropout only at k = 0: not in this ablation
     values = ptb.summary(p, measured)
-    assert values["noise_dropout_first_test"].endswith("%")  # k = 2, the only ablation step
-    assert values["noise_data_order_later_test"] == "not measured"
+    assert values["noise_dropout_k2"].endswith("%")  # k = 2, the only ablation step
+    assert not any(k.endswith("_k0") and k.startswith("noise_") for k in values)
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
@@ -282,7 +285,7 @@ def test_next_word_view_marks_wrong_predictions():
 
 # -- the notebook ------------------------------------------------------------------------------
 @pytest.mark.parametrize(("parameters", "expected"), [
-    ({"train": {"epoch": 2}}, ["unknown key(s) ['epoch'] in train", "epochs"]),
+    ({"train": {"epochs": 2}}, ["unknown key(s) ['epochs'] in train", "length"]),
     ({"n_init": 3}, ["unknown parameter(s) ['n_init']", "n_inits"]),
 ])
 def test_chapter_bad_parameter_fails_first(fails_first, parameters, expected):

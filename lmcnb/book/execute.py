@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 CHAPTERS = ("cnn_baselines", "gpt_shakespeare", "ptb_transformer", "vit_platon",
-            "measure_your_own")
+            "independent_inits", "measure_your_own")
 
 
 SITE = REPO / "_build" / "site"

@@ -102,6 +102,24 @@ def help_table(cls: type) -> list[dict[str, str]]:
     return rows
 
 
+def profile_rows(config: Section) -> list[dict[str, str]]:
+    """The values of a resolved config, one row per leaf (`train.lenet5.max_steps`), machine
+    parameters left out: what a chapter's profile section shows."""
+    rows = []
+
+    def walk(path: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, v in value.items():
+                walk(f"{path}.{key}", v)
+        else:
+            rows.append({"parameter": path, "value": repr(value)})
+
+    for key, value in config.as_dict().items():
+        if key not in MACHINE_PARAMETERS:
+            walk(key, value)
+    return rows
+
+
 def _help(f: dataclasses.Field) -> str:
     return f.metadata.get("help", "")
 

@@ -11,7 +11,18 @@ import pandas as pd
 import torch
 
 from ..book.params import ChapterConfig, Section, Steps, param
-from ..book.report import Claim, accuracy, at_step, k_star_text, pct, verdict
+from ..book.report import (
+    Claim,
+    accuracy,
+    at_step,
+    deviations_table,
+    evaluation_noise,
+    k_star_text,
+    pct,
+    single_run_ci,
+    step_claim,
+    verdict,
+)
 from ..core.ref import Ref
 from ..data.tensors import TensorData
 from ..data.vision import require_vision
@@ -19,6 +30,7 @@ from ..experiments.catalog import build
 from ..experiments.setup import Setup
 from ..experiments.study import Results, children
 from ..measure import measure
+from ..train.evaluation import evaluate
 from ..train.recipe import TrainConfig
 from .common import SOURCE_HELP, DataSource, check_sources, source_of
 
@@ -176,7 +188,7 @@ def describe(setup: Setup) -> dict[str, Any]:
 def statistics_effect(setup: Setup, n_children: int = 2) -> pd.DataFrame:
     """The first pair of children spawned at k = 0 measured on the test images the study
     evaluates, twice: BatchNorm statistics interpolated with the weights (this book) and left
-    untrained (the source)."""
+    untrained (the source). Each endpoint loss has the 95% CI of its mean over the images."""
     a, b = (kid.weights() for kid in children(setup, 0, 0, n_children)[:2])
     examples = (None if setup.eval_iters == "all"
                 else setup.eval_iters * setup.eval_batch_size)
@@ -185,76 +197,164 @@ def statistics_effect(setup: Setup, n_children: int = 2) -> pd.DataFrame:
     ways = {"statistics interpolated (this book)": (a, b),
             "statistics never copied (the source)": (untrained_statistics(setup, a),
                                                      untrained_statistics(setup, b))}
+    net = build(setup.net, setup.data_dir)
     rows = []
     for way, (sa, sb) in ways.items():
-        m = measure(sa, sb, test, model=build(setup.net, setup.data_dir), n_alpha=setup.n_alpha,
-                    device=setup.device, progress=False)
+        m = measure(sa, sb, test, model=net, n_alpha=setup.n_alpha, device=setup.device,
+                    progress=False)
         c, r = m.curves, m.barriers.iloc[0]
-        rows.append({"way": way, "loss at α=0": c.loss.iloc[0], "loss at α=1": c.loss.iloc[-1],
-                     "max loss": c.loss.max(), "error at α=0": c.error.iloc[0],
-                     "error at α=1": c.error.iloc[-1], "error barrier": r.error_barrier,
-                     "chance loss": math.log(len(test.classes))})
-    return pd.DataFrame(rows).set_index("way")
+        net.load_state_dict(sa)
+        end = evaluate(net, test, setup.eval_batch_size)
+        rows.append({"way": way, "loss at α=0": c.loss.iloc[0],
+                     "its 95% CI": single_run_ci(float(end.example_loss.std()) / len(test) ** 0.5),
+                     "loss at α=1": c.loss.iloc[-1], "max loss": c.loss.max(),
+                     "error at α=0": c.error.iloc[0], "error at α=1": c.error.iloc[-1],
+                     "error barrier": r.error_barrier, "chance loss": math.log(len(test.classes))})
+    return pd.DataFrame(rows)
+
+
+def epochs_text(setup: Setup, k: int) -> str:
+    """A spawn step in the source's unit: "0.41 epochs"."""
+    return f"{k / setup.steps_per_epoch:.2g} epochs"
 
 
 def claims(c: Config, measured: Mapping[str, Any]) -> list[Claim]:
-    """The source's statements (and Frankle et al.'s) against this chapter's measurements:
-    `measured["spawn"]` (per network, its spawn study) and `measured["statistics"]` (the
-    `statistics_effect` table, or None)."""
-    results, statistics = measured["spawn"], measured.get("statistics")
-    def first(m: str) -> tuple[float | None, float | None]:
-        return at_step(results[m], int(results[m].barriers.spawn_step.min())) if m in results \
-            else (None, None)
+    """The source's statements (and Frankle et al.'s) against this chapter's measurements, barrier
+    first: `measured["setups"]` and `measured["spawn"]` (per network, its setup and spawn study),
+    `measured["statistics"]` (the `statistics_effect` table, or None)."""
+    setups, results = measured["setups"], measured["spawn"]
+    statistics = measured.get("statistics")
 
-    def last(m: str) -> tuple[float | None, float | None]:
-        return at_step(results[m], int(results[m].barriers.spawn_step.max())) if m in results \
-            else (None, None)
+    def at(m: str, last: bool, source: str, statement: str, rule: str, note: str) -> Claim:
+        r = results.get(m)
+        ks = sorted(int(k) for k in r.barriers.spawn_step.unique()) if r is not None else [None]
+        k = ks[-1] if last else ks[0]
+        if last and len(ks) < 2:
+            r = k = None  # one spawn step: no later one was measured
+        return step_claim(source, statement, r, k, rule, note,
+                          when=epochs_text(setups[m], k) if k is not None else "")
 
-    augmented = ("the source also augmented its test images and its barrier (a maximum over α "
-                 "that includes the ends) can never be negative")
+    augmented = ("the source's barrier is the main branch's normalized train-loss rise, a maximum "
+                 "over α that includes the ends (never negative), on augmented test images; here "
+                 "two children's signed test-error barrier")
+    short = "this profile trains {} of the source's {} epochs"
+
+    def scale(m: str) -> str:
+        s = setups.get(m)
+        return short.format(epochs_text(s, s.total_steps), RECIPES[m]["epochs"]) if s else ""
+
     rows = [
-        Claim("Shapira", "LeNet5 on MNIST is stable from initialization (normalized train-loss "
-              "barrier ≤ 0.02 at k1 = 0)", "test I_E at the first k", *first("lenet5"), "stable",
-              augmented),
-        Claim("Frankle et al. 2020", "LeNet on MNIST is stable at initialization",
-              "test I_E at the first k", *first("lenet5"), "stable", "iterative magnitude pruning "
-              "setting; 300 vs ~24k steps"),
-        Claim("Shapira", "ReducedVGG on CIFAR-10 is unstable from initialization (test error "
-              "barrier 0.093 after 29 epochs)", "test I_E at the first k", *first("reduced_vgg"),
-              "unstable", augmented + "; this book's profile trains a fraction of 29 epochs"),
-        Claim("Shapira", "ReducedVGG is stable when spawned after training starts (≤ 0.016 from "
-              "epoch 5)", "test I_E at the last k", *last("reduced_vgg"), "stable",
-              "the book's last k is far earlier than epoch 5"),
+        at("lenet5", False, "Shapira", "LeNet5 on MNIST is stable from initialization "
+           "(normalized train-loss barrier ≤ 0.02 at k1 = 0)", "stable",
+           f"{augmented}; {scale('lenet5')}"),
+        at("lenet5", False, "Frankle et al. 2020", "LeNet on MNIST is stable at initialization",
+           "stable", f"their LeNet is an MLP trained ~24k steps; {scale('lenet5')}"),
+        at("reduced_vgg", False, "Shapira", "ReducedVGG on CIFAR-10 is unstable from "
+           "initialization (test error barrier 0.093 after 29 epochs)", "unstable",
+           f"{augmented}; {scale('reduced_vgg')}"),
+        at("reduced_vgg", True, "Shapira", "ReducedVGG is stable when spawned after training "
+           "starts (≤ 0.016 from epoch 5)", "stable", "the source's k is epoch 5 or later; this "
+           f"k is far earlier: whether stability has begun by then; {scale('reduced_vgg')}"),
+        at("alexnet", False, "Frankle et al. 2020 (open question here)", "Beyond LeNet on MNIST, "
+           "children spawned at initialization are unstable: is AlexNet on Tiny ImageNet?",
+           "unstable", "the source's AlexNet curves are not measurements (BatchNorm statistics "
+           f"never copied); {scale('alexnet')}"),
+        at("alexnet", True, "Frankle et al. 2020 (open question here)", "Stability arrives "
+           "early in training: is AlexNet stable when spawned later?", "stable",
+           f"Frankle et al. find it at 1–3% of training for CIFAR-10 ResNets; {scale('alexnet')}"),
     ]
     if statistics is not None:
-        chance = statistics["chance loss"].iloc[0]
-        source = statistics.loc["statistics never copied (the source)", "loss at α=0"]
+        never = statistics.iloc[1]
         rows.append(Claim("Shapira", "AlexNet's endpoints have test loss ≈ 8.9, worse than "
-                          "chance (ln 1000 ≈ 6.9)", "loss at α=0 with statistics never copied",
-                          float(source), None, f">{chance:.3f}",
+                          "chance (ln 1000 ≈ 6.9)", "test loss at α=0, statistics never copied",
+                          float(never["loss at α=0"]), float(never["its 95% CI"]),
+                          f">{never['chance loss']:.3f}",
                           "BatchNorm statistics were neither interpolated nor copied: they stay "
-                          "at 0 and 1, so even the trained endpoints are evaluated wrongly",
+                          "at 0 and 1, so even the trained endpoints are evaluated wrongly; one "
+                          "pair, CI over the test images; chance here is ln(classes)",
                           percent=False))
     return rows
 
 
+DEVIATIONS = deviations_table([
+    ("training length", "10 / 29 / 9 epochs (LeNet5 / ReducedVGG / AlexNet), early stopping",
+     "the book profile: a fraction of an epoch to two epochs, fixed length",
+     "the networks are compared early in training, below the source's accuracy"),
+    ("batch size", "1024 / 128 / 64", "the book profile's (see the profiles)",
+     "more steps per image on 2 cores; Adam and its learning rate unchanged"),
+    ("what is compared", "the main branch at k1 + k2 against one branch (k1, k2)",
+     "two children spawned at k (Frankle et al.'s spawn study); the main-branch grid for LeNet5",
+     "two children carry the same noise; the grid mixes a trained branch with a fresh one"),
+    ("barrier", "normalized train-loss rise, max over α including the ends",
+     "signed error barrier over 0 < α < 1, with Frankle's I_E beside it",
+     "the source's can never be negative, and rises with the gap between the ends"),
+    ("BatchNorm statistics", "neither interpolated nor copied (0 and 1)",
+     "interpolated with the weights (and, with bn_reset, recomputed per α)",
+     "the source's AlexNet losses, endpoints included, are not measurements"),
+    ("test images", "augmented (flip, crop) like the training images",
+     "not augmented", "the source's test error is that of transformed images"),
+    ("AlexNet", "200 classes resized to 224 × 224, 1,000 outputs",
+     "a 20-class subset of Tiny ImageNet at 64 × 64, one output per class",
+     "a smaller problem; chance is ln 20, not ln 1000"),
+    ("evaluation", "the whole splits, 25 α", "a fixed sample of each split, 11 α",
+     "the sample's noise is measured (evaluation noise column)"),
+    ("replicates", "one run, no seeds", "independent initializations with four named RNG "
+     "streams", "means with 95% CIs; the same bytes on every run"),
+])
+
+
+
 def summary(c: Config, measured: Mapping[str, Any]) -> dict[str, str]:
-    """The numbers the chapter's prose states, per network: accuracy, instability at the first
-    and last spawn step, its verdict, k*."""
-    results = measured["spawn"]
+    """The numbers the chapter's prose states, per network: accuracy, the barrier at the first
+    and last spawn step with their verdicts, the evaluation noise, k*, the length of training."""
+    setups, results = measured["setups"], measured["spawn"]
     out = {}
     for m, r in results.items():
-        ks = sorted(r.barriers.spawn_step.unique())
-        first, last = at_step(r, int(ks[0])), at_step(r, int(ks[-1]))
+        ks = sorted(int(k) for k in r.barriers.spawn_step.unique())
+        first, last = at_step(r, ks[0]), at_step(r, ks[-1])
+        noise = evaluation_noise(r)
         out |= {f"{m}_test_acc": pct(*accuracy(r), digits=1),
-                f"{m}_instability_k0": pct(*first), f"{m}_verdict_k0": verdict(*first),
-                f"{m}_instability_last": f"{pct(*last)} (k = {ks[-1]})",
+                f"{m}_barrier_k0": pct(*first), f"{m}_verdict_k0": verdict(*first),
+                f"{m}_barrier_last": pct(*last), f"{m}_verdict_last": verdict(*last),
+                f"{m}_k_last": f"{ks[-1]} ({epochs_text(setups[m], ks[-1])})",
+                f"{m}_noise": pct(float(noise.max())),
+                f"{m}_length": f"{setups[m].total_steps} steps "
+                               f"({epochs_text(setups[m], setups[m].total_steps)})",
                 f"{m}_kstar": k_star_text(r.onset("test"))}
     return out
+
+
+def verdicts_table(setups: Mapping[str, Setup], results: Mapping[str, Results]) -> pd.DataFrame:
+    """The chapter's answer, one row per network: its length of training, test accuracy, and at
+    the first and the last spawn step the barrier with its verdict; k*."""
+    rows = []
+    for m, r in results.items():
+        s = setups[m]
+        ks = sorted(int(k) for k in r.barriers.spawn_step.unique())
+        row = {"network": m, "trained": epochs_text(s, s.total_steps),
+               "test accuracy": pct(*accuracy(r), digits=1)}
+        for label, k in (("first", ks[0]), ("last", ks[-1])):
+            b = at_step(r, k)
+            row[f"barrier at the {label} k"] = f"{pct(*b)} (k = {k}): {verdict(*b)}"
+        row["k*"] = k_star_text(r.onset("test"))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def grid_table(grid: Results) -> pd.DataFrame:
+    """The main-branch grid, one row per (k1, k2) and split: replicates, the error barrier and
+    I_E (mean ± 95% CI) and the barrier's verdict."""
+    s = grid.summary(("spawn_step", "k2", "split", "bn_reset"))
+    s = s[~s.get("bn_reset", pd.Series(False, index=s.index)).astype(bool)]
+    return pd.DataFrame([{"k1": int(r.spawn_step), "k2": int(r.k2), "split": r.split, "n": r.n,
+                          "error barrier": pct(r.error_barrier, r.error_barrier_ci95),
+                          "verdict": verdict(r.error_barrier, r.error_barrier_ci95),
+                          "I_E (Frankle)": pct(r.instability_error, r.instability_error_ci95)}
+                         for r in s.itertuples()])
 
 
 def accuracy_table(results: Mapping[str, Results]) -> pd.DataFrame:
     """Test accuracy of the children trained the whole length, beside the source's."""
     return pd.DataFrame([{"model": m, "this book": pct(*accuracy(r), digits=1),
                           "Shapira (full recipe)": f"{SOURCE_ACCURACY[m]:.2%}"}
-                         for m, r in results.items()]).set_index("model")
+                         for m, r in results.items()])

@@ -1,5 +1,6 @@
-"""What the pruning sections show: densities and accuracies of pruned runs, where a mask keeps
-weights, training losses, and the stability and accuracy of masked children.
+"""What the pruning sections show: densities and accuracies of pruned runs over replicates, what
+pruning costs against the dense run of the same trunk, where a mask keeps weights, training
+losses.
 """
 from __future__ import annotations
 
@@ -9,23 +10,55 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..experiments.pruning import accuracy_of, finished_weights
-from ..prune.mask import VIT_PRUNABLE, density, prunable
+from ..experiments.pruning import finished_weights
+from ..prune.mask import density, prunable
 
 
-def pruning_table(setup: Any, runs: Mapping[str, Any],
-                  include: tuple[str, ...] = VIT_PRUNABLE) -> Any:
-    """One row per run: density over the selected tensors, over all parameters, and test
-    accuracy of its final weights (`accuracy_of`; `finished_weights`, which trains only to
-    re-make a checkpoint that fails verification)."""
+def pruning_results(setup: Any, runs: Mapping[str, list[Any]], dense: Any,
+                    executor: Any = "serial") -> Any:
+    """One row per run: condition, replicate, density over the selected tensors, test accuracy
+    on the test sample of `setup`'s pairs (`run_accuracies`, as tasks on `executor`); `dense`
+    holds the dense runs' rows (condition "dense")."""
     import pandas as pd
 
+    from ..experiments.pruning import run_accuracies
+
+    rows = dense.to_dict("records")
+    flat = [(name, i, run) for name, reps in runs.items() for i, run in enumerate(reps)]
+    accuracies = run_accuracies(setup, [run for _, _, run in flat], executor)
+    for (name, i, run), acc in zip(flat, accuracies):
+        rows.append({"condition": name, "replicate": i,
+                     "density": density(prunable(finished_weights(run))), "accuracy": acc})
+    return pd.DataFrame(rows)
+
+
+def pruning_cost(results: Any, condition: str) -> tuple[float, float, int]:
+    """Dense − `condition` test accuracy, replicate by replicate (the same trunk seeds), with
+    its 95% CI and the number of replicates."""
+    from ..lmc.metrics import paired_difference
+
+    pruned = results[results.condition == condition].assign(spawn_step=0)
+    dense = results[(results.condition == "dense")
+                    & results.replicate.isin(pruned.replicate)].assign(spawn_step=0)
+    d = paired_difference(pruned, dense, "accuracy", on=("spawn_step", "replicate")).iloc[0]
+    return float(d.accuracy), float(d.accuracy_ci95), int(d.n)
+
+
+def pruning_table(results: Any) -> Any:
+    """Per condition: replicates, density over the selected tensors, test accuracy (mean ± 95%
+    CI) and the accuracy pruning costs against the dense run of the same replicate."""
+    import pandas as pd
+
+    from ..book.report import pct
+    from ..lmc.metrics import mean_ci
+
     rows = []
-    for name, run in runs.items():
-        weights = finished_weights(run)
-        rows.append({"run": name, "density (selected)": density(prunable(weights, include)),
-                     "density (all)": density(weights),
-                     "test accuracy": accuracy_of(setup, weights)})
+    for name, g in results.groupby("condition", sort=False):
+        cost = pruning_cost(results, name) if name != "dense" else None
+        rows.append({"run": name, "replicates": len(g),
+                     "density (selected)": pct(g.density.mean(), digits=2),
+                     "test accuracy": pct(*mean_ci(g.accuracy), digits=1),
+                     "dense − it (same trunk)": pct(cost[0], cost[1], digits=1) if cost else ""})
     return pd.DataFrame(rows)
 
 
@@ -94,65 +127,6 @@ def plot_training_loss(runs: Mapping[str, Any], ema: float = 0.9, title: str = "
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("training loss")
     ax.set_title(title or f"training loss and its EMA (β = {ema})", fontsize=9)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
-def stability_and_accuracy(results: Any, split: str = "test") -> Any:
-    """Per spawn step of a study (of masked children, say): pairs, mean test-error instability
-    and mean accuracy of the children, each with its 95% CI half-width."""
-    import pandas as pd
-
-    from ..lmc.metrics import mean_ci
-
-    b = results.barriers[results.barriers.split == split]
-    rows = []
-    for k, group in b.groupby("spawn_step"):
-        inst, inst_ci = mean_ci(group.instability_error)
-        acc, acc_ci = mean_ci(1 - (group.error_a + group.error_b) / 2)
-        rows.append({"k": int(k), "pairs": len(group), "instability": inst,
-                     "instability_ci": inst_ci, "accuracy": acc, "accuracy_ci": acc_ci})
-    return pd.DataFrame(rows)
-
-
-def masked_table(studies: Mapping[str, Any], split: str = "test") -> Any:
-    """One row per study and spawn step: the children's accuracy and their instability, as
-    "mean ± CI", with the stability verdict."""
-    import pandas as pd
-
-    from ..book.report import pct, verdict
-
-    rows = [{"children": name, "k": r.k, "pairs": r.pairs,
-             "accuracy": pct(r.accuracy, r.accuracy_ci, digits=1),
-             "instability (test error)": pct(r.instability, r.instability_ci),
-             "verdict": verdict(r.instability, r.instability_ci)}
-            for name, results in studies.items()
-            for r in stability_and_accuracy(results, split).itertuples()]
-    return pd.DataFrame(rows)
-
-
-def plot_stability_vs_accuracy(studies: Mapping[str, Any], split: str = "test",
-                               title: str = "") -> Any:
-    """Accuracy of masked children against the instability of their pair, one point per spawn
-    step k (labelled), one colour per study, with 95% CIs both ways and the threshold."""
-    import matplotlib.pyplot as plt
-
-    from ..lmc.metrics import STABLE_THRESHOLD
-
-    fig, ax = plt.subplots(figsize=(5.6, 3.6))
-    for i, (name, results) in enumerate(studies.items()):
-        t = stability_and_accuracy(results, split)
-        ax.errorbar(t.instability, t.accuracy, xerr=t.instability_ci.fillna(0),
-                    yerr=t.accuracy_ci.fillna(0), fmt="o", color=f"C{i}", capsize=3, label=name)
-        for r in t.itertuples():
-            ax.annotate(f"k={r.k}", (r.instability, r.accuracy), fontsize=7,
-                        xytext=(4, 3), textcoords="offset points")
-    ax.axvline(STABLE_THRESHOLD, color="red", lw=1, ls=":",
-               label=f"{STABLE_THRESHOLD:.0%} threshold")
-    ax.set_xlabel(f"instability of the masked pair ({split} error)")
-    ax.set_ylabel(f"accuracy of the masked children ({split})")
-    ax.set_title(title or "stability and prunability", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig

@@ -18,10 +18,20 @@ import pandas as pd
 import torch
 
 from ..book.params import ChapterConfig, Section, Steps, param
-from ..book.report import Claim, at_step, k_star_text, pct, verdict
+from ..book.report import (
+    Claim,
+    at_step,
+    deviations_table,
+    evaluation_noise,
+    k_star_text,
+    pct,
+    step_claim,
+    verdict,
+)
 from ..book.views import next_word_view
 from ..core.checks import choose
 from ..core.ref import Ref
+from ..core.steps import parse_steps
 from ..data.text import load_text, require_text
 from ..data.words import UNK
 from ..experiments.catalog import build
@@ -31,6 +41,7 @@ from ..lmc.metrics import (
     STABLE_THRESHOLD,
     aggregate,
     mean_ci,
+    paired_difference,
     relative_ppl_instability,
     seed_relative_ppl_instability,
 )
@@ -78,17 +89,17 @@ class Recipe(Section):
     clipped at `grad_clip`, lr × γ^e in epoch e (a step milestone at every epoch's end), the
     validation split evaluated after every epoch."""
 
-    epochs: float = param("epochs of the training chunks", gt=0)
+    length: Steps = param("length of training: optimizer steps, or epochs as '8ep'", min=1)
     lr: float = param("learning rate", default=2.5, gt=0)
     gamma: float = param("per-epoch learning-rate decay", default=0.95, gt=0, max=1)
     grad_clip: float | None = param("gradient-norm clip (None: none)", default=0.5, gt=0)
 
-    def recipe(self) -> TrainConfig:
-        """The `TrainConfig` of this recipe."""
-        return TrainConfig(batch_size=1, max_steps=f"{self.epochs}ep", optimizer="sgd",
-                           lr=self.lr, momentum=0.0, schedule="step", step_gamma=self.gamma,
-                           step_milestones=tuple(f"{e}ep" for e in range(1,
-                                                                         math.ceil(self.epochs))),
+    def recipe(self, steps_per_epoch: int) -> TrainConfig:
+        """The `TrainConfig` of this recipe on a split of `steps_per_epoch` chunks."""
+        epochs = parse_steps(self.length, steps_per_epoch) / steps_per_epoch
+        return TrainConfig(batch_size=1, max_steps=self.length, optimizer="sgd", lr=self.lr,
+                           momentum=0.0, schedule="step", step_gamma=self.gamma,
+                           step_milestones=tuple(f"{e}ep" for e in range(1, math.ceil(epochs))),
                            grad_clip=self.grad_clip, eval_every="1ep")
 
 
@@ -128,27 +139,25 @@ class Config(ChapterConfig):
 
 
 SEED_MODEL = dict(d_model=200, n_head=2, d_ff=200, n_layer=2, dropout=0.2)
-SEED_RECIPE = dict(epochs=8, lr=2.5, gamma=0.95, grad_clip=0.5)
+SEED_RECIPE = dict(length="8ep", lr=2.5, gamma=0.95, grad_clip=0.5)
 PROFILES = {
     "paper": dict(model=SEED_MODEL, train=SEED_RECIPE, eos=True, batch_size=16, eval_streams=10,
                   bptt=35, train_chunks=None, valid_chunks=None, endpoint="best_val",
                   spawn_steps=[0, 100, 400, "1ep", "2ep", "3ep", "4ep", "5ep", "6ep", "7ep"],
                   n_inits=3, n_alpha=21, eval_iters="all", eval_tokens=8192,
                   noise=["data_order", "dropout", "both"], noise_steps=[0, "1ep"], seed=0),
-    # Sized on this machine (2 cores): a training step of 16 × 35 tokens takes ≈ 0.12 s and the
-    # evaluation ≈ 10k tokens/s (benchmarks/ptb_interpolation.py). Per initialization the trunk
-    # trains 3 epochs of E = 40 steps; the children of the 6 spawn steps train 2 × Σ(3E − k) =
-    # 28.3 E steps, the two ablation sources 2 × 2 × (3E + 2E) = 20 E: 51.3 E ≈ 2,050 steps, 3 inits
-    # ≈ 6,150 steps ≈ 740 s. Each of the 30 pairs is evaluated at 11 α on 6,370 tokens (7 train
-    # chunks of 16 × 35, 7 test chunks of 10 × 35): 70k tokens ≈ 7 s, 210 s. The 63 runs evaluate
-    # 7 valid chunks (2,450 tokens) after each epoch: 40 s. Total ≈ 17 minutes.
-    "book": dict(model=SEED_MODEL, train=dict(SEED_RECIPE, epochs=3), eos=True, batch_size=16,
-                 eval_streams=10, bptt=35, train_chunks=40, valid_chunks=7, endpoint="final",
+    # An estimate, not yet a pilot's measurement (benchmarks/pilot.py ptb makes one): a step of
+    # 16 × 35 tokens takes ≈ 0.12 s on one core (benchmarks/train_step.py). Per initialization
+    # the trunk trains 300 steps of the first epoch (1,659 steps), the children of the 6 spawn
+    # steps 2 × Σ(300 − k) = 3,292 and the three ablation sources at most 3 × 2 × (300 + 260) =
+    # 3,360: ≈ 7,000 steps, 3 inits ≈ 21 minutes on two cores, plus ≈ 4 minutes of evaluation.
+    "book": dict(model=SEED_MODEL, train=dict(SEED_RECIPE, length=300), eos=True, batch_size=16,
+                 eval_streams=10, bptt=35, train_chunks=None, valid_chunks=7, endpoint="final",
                  spawn_steps=[0, 4, 10, 20, 40, 80], n_inits=3, n_alpha=11, eval_iters=1,
                  eval_tokens=4096, noise=["data_order", "dropout", "both"], noise_steps=[0, 40],
                  seed=0),
     "smoke": dict(model=dict(SEED_MODEL, d_model=16, d_ff=16, n_layer=1),
-                  train=dict(SEED_RECIPE, epochs=2), eos=True, batch_size=16, eval_streams=10,
+                  train=dict(SEED_RECIPE, length="2ep"), eos=True, batch_size=16, eval_streams=10,
                   bptt=35, train_chunks=3, valid_chunks=1,
                   endpoint="best_val", spawn_steps=[0, 3], n_inits=2, n_alpha=11, eval_iters=1,
                   eval_tokens=600, noise=["data_order", "dropout", "both"], noise_steps=[0, 3],
@@ -177,17 +186,20 @@ def setups(c: Config, chapter: str = CHAPTER) -> dict[str, Setup]:
         return Ref.of("data", "ptb_streams", split=split, streams=n, bptt=c.bptt, eos=c.eos,
                       limit=limit, **src)
 
+    chunks = {}
     for name, split, n in (("train_chunks", "train", c.batch_size),
                            ("valid_chunks", "valid", c.eval_streams)):
         available = len(build(streams(split, n), c.data_dir))
         if getattr(c, name) is not None and getattr(c, name) > available:
             raise ValueError(f"{name}={getattr(c, name)}: the {split} split holds {available} "
                              f"chunks of {n} streams × {c.bptt} tokens (at most {available})")
+        chunks[split] = getattr(c, name) or available
     s = Setup(chapter=chapter, model="transformer_lm", dataset="ptb",
               net=Ref.of("model", "transformer_lm", config=config),
               train_data=streams("train", c.batch_size, c.train_chunks),
               test_data=streams("test", c.eval_streams),
-              val_data=streams("valid", c.eval_streams, c.valid_chunks), train=c.train.recipe(),
+              val_data=streams("valid", c.eval_streams, c.valid_chunks),
+              train=c.train.recipe(chunks["train"]),
               runs_dir=c.runs_dir, model_args=tuple(sorted(config.items())),
               language_model=True, device=c.device or "auto", data_dir=c.data_dir, seed=c.seed,
               n_alpha=c.n_alpha, eval_iters=c.eval_iters,
@@ -305,81 +317,157 @@ def r_parts_table(curves: pd.DataFrame) -> pd.DataFrame:
                            "gap": "gap between the ends"})
 
 
-def _ratio(results: Results, k: int, split: str = "test") -> tuple[float | None, float | None]:
-    """Mean ± CI over replicates of R(k) / R(0) (None when k or 0 was not measured)."""
-    b = results.barriers[results.barriers.split == split]
-    at = {s: b[b.spawn_step == s].set_index("replicate").relative_ppl_instability
-          for s in (0, k)}
-    if at[0].empty or at[k].empty:
-        return None, None
-    return mean_ci((at[k] / at[0]).dropna())
+def epochs_text(setup: Setup, k: int) -> str:
+    """A number of steps as a fraction of a real epoch of the training split: "0.18 epochs"."""
+    return f"{k / setup.steps_per_epoch:.2g} epochs"
+
+
+def noise_paired(ablation: pd.DataFrame, column: str = "relative_ppl_instability",
+                 first: str = "dropout", second: str = "data_order") -> pd.DataFrame:
+    """Per spawn step and split: `column` of the children that differ in `second` only minus
+    that of those that differ in `first` only, paired within each trunk (the same initialization
+    and spawn step), with its 95% CI."""
+    plain = ablation[~ablation.get("bn_reset", pd.Series(False, index=ablation.index))
+                     .astype(bool)]
+    parts = []
+    for split, rows in plain.groupby("split"):
+        d = paired_difference(rows[rows.noise == first], rows[rows.noise == second], column)
+        parts.append(d.assign(split=split))
+    return pd.concat(parts, ignore_index=True)
+
+
+def noise_paired_table(ablation: pd.DataFrame) -> pd.DataFrame:
+    """The paired differences of `noise_paired` for the barrier and for R."""
+    rows = []
+    for column, name in (("relative_ppl_barrier", "PPL barrier / max PPL"),
+                         ("relative_ppl_instability", "R")):
+        for r in noise_paired(ablation, column).itertuples():
+            value, ci = getattr(r, column), getattr(r, f"{column}_ci95")
+            rows.append({"k": int(r.spawn_step), "split": r.split, "n": r.n, "quantity": name,
+                         "data order only − dropout only": pct(value, ci),
+                         "decided": "yes" if verdict_of_sign(value, ci) else "no"})
+    return pd.DataFrame(rows)
+
+
+def verdict_of_sign(value: float, ci: float) -> bool:
+    """Whether a difference's 95% CI excludes 0."""
+    return not (math.isnan(ci) or value - ci <= 0 <= value + ci)
 
 
 def claims(c: Config, measured: Mapping[str, Any]) -> list[Claim]:
-    """The seed's statements against this chapter's measurements: R at initialization as the book
-    measures it, as the seed computed it, and for children that differ in dropout only (the
-    seed's own situation at k = 0); and the drop after the first epoch. `measured`: the
-    `setup`, its spawn study (`spawn`) and the noise ablation's rows (`ablation`)."""
+    """The seed's statements against this chapter's measurements, barrier first: copies unstable
+    at initialization (on the relative perplexity barrier, on the next-token error barrier, and
+    as R: the book's, as the seed computed it, and for copies that differ in dropout only); the
+    drop after the first epoch; and the open question of which noise matters, as a paired
+    difference. `measured`: the `setup`, its spawn study (`spawn`) and the noise ablation's rows
+    (`ablation`)."""
     setup, results, ablation = measured["setup"], measured["spawn"], measured["ablation"]
-    splits = ("train", "test")
-    r0 = {s: at_step(results, 0, s) if 0 in set(results.barriers.spawn_step) else (None, None)
-          for s in splits}
+    ks = sorted(int(k) for k in results.barriers.spawn_step.unique())
+    k0 = 0 if 0 in ks else None
+    scale = (f"the seed trained 8 epochs of the whole training split and kept each run's "
+             f"best-validation state; this profile trains {epochs_text(setup, setup.total_steps)} "
+             "and compares the final states")
+    copies = ("the seed's copies at k = 0 saw the same minibatches (only dropout differed) and "
+              "its children trained at a constant lr 2.5 (an optimizer-reset bug); " + scale)
+    when = epochs_text(setup, 0)
+
+    def stated(split: str) -> str:
+        return f"copies are unstable at initialization (R = {SOURCE_R[split]:.1%} on {split})"
+
+    def r_claim(split: str, statement: str, rows: pd.DataFrame, quantity: str,
+                note: str) -> Claim:
+        n = len(rows)
+        mean, ci = mean_ci(rows) if n else (None, None)
+        return Claim(SOURCE, statement, quantity, mean, ci, f"≈{SOURCE_R[split]}±0.03", note,
+                     n=n or None)
+
     variants = r_variants(results.curves)
-    seed0 = {s: mean_ci(variants[(variants.spawn_step == 0) & (variants.split == s)].R_seed)
-             for s in splits}
-    dropout0 = {s: mean_ci(ablation[(ablation.noise == "dropout") & (ablation.spawn_step == 0)
-                                    & (ablation.split == s)].relative_ppl_instability)
-                for s in splits}
-    scale = (f"the seed trained 8 epochs of the whole training split, this profile "
-             f"{c.train.epochs} epochs of {setup.steps_per_epoch} chunks")
-    differs = ("the seed's copies at k = 0 saw the same minibatches (only dropout differed); it "
-               "kept each run's best-validation state, and its children trained at a constant lr "
-               "2.5 (an optimizer-reset bug); " + scale)
+    out = []
+    for split in ("test", "train"):
+        out.append(step_claim(SOURCE, stated(split), results, k0, "unstable", copies, split,
+                              "relative_ppl_barrier", when))
+    out.append(step_claim(SOURCE, stated("test") + ", on the next-token error", results, k0,
+                          "unstable", "the seed measured perplexity only; " + scale, "test",
+                          "error_barrier", when))
+    for split in ("test", "train"):
+        r0 = variants[(variants.spawn_step == 0) & (variants.split == split)]
+        out.append(r_claim(split, f"R = {SOURCE_R[split]:.1%} on {split} at initialization",
+                           r0.R, f"R at k = 0, {split}", copies))
+        out.append(r_claim(split, f"R = {SOURCE_R[split]:.1%} on {split} at initialization, as "
+                           "the seed computed it", r0.R_seed,
+                           f"R with α = 0.9 as the end, k = 0, {split}",
+                           "the same pairs, the seed's flaw included; " + scale))
+        dropout = ablation[(ablation.noise == "dropout") & (ablation.spawn_step == 0)
+                           & (ablation.split == split)]
+        out.append(r_claim(split, f"R = {SOURCE_R[split]:.1%} on {split} for copies that differ "
+                           "in dropout only (the seed's situation at k = 0)",
+                           dropout.relative_ppl_instability,
+                           f"R at k = 0, dropout only, {split}",
+                           "the same minibatches, other dropout masks; " + scale))
+    epoch = setup.steps_per_epoch
+    out.append(step_claim(SOURCE, "R drops sharply after the first epoch", results,
+                          epoch if epoch in ks else None, "stable",
+                          f"spawning at one epoch ({epoch} steps) and training on is beyond this "
+                          "profile's budget on two cores; the paper profile spawns at every epoch"))
+    paired = noise_paired(ablation)
+    at0 = paired[(paired.spawn_step == 0) & (paired.split == "test")]
+    out.append(Claim("open question (no source separates them)", "Children that differ in data "
+                     "order only are less connected than those that differ in dropout only",
+                     "R, data order only − dropout only, test, k = 0 (paired by trunk)",
+                     *((float(at0.relative_ppl_instability.iloc[0]),
+                        float(at0.relative_ppl_instability_ci95.iloc[0])) if len(at0)
+                       else (None, None)),
+                     ">0", "both from the same trunks and spawn step; the difference's CI",
+                     n=int(at0.n.iloc[0]) if len(at0) else None))
+    return out
 
-    def stated(s: str) -> str:
-        return f"R = {SOURCE_R[s]:.1%} on {s} at initialization"
 
-    return [
-        *(Claim(SOURCE, stated(s), f"R at k = 0, {s}", *r0[s], f"≈{SOURCE_R[s]}±0.03", differs)
-          for s in splits),
-        *(Claim(SOURCE, stated(s) + ", as it computed R", f"R with α = 0.9 as the end, k = 0, {s}",
-                *seed0[s], f"≈{SOURCE_R[s]}±0.03", "the same pairs, the seed's flaw included; "
-                + scale) for s in splits),
-        *(Claim(SOURCE, stated(s) + ", its copies differing in dropout only",
-                f"R at k = 0, dropout only, {s}", *dropout0[s], f"≈{SOURCE_R[s]}±0.03",
-                "the seed's noise at k = 0: the same minibatches, other dropout masks; " + scale)
-          for s in splits),
-        Claim(SOURCE, "R drops sharply after the first epoch",
-              "R(k = 1 epoch) / R(k = 0), test", *_ratio(results, setup.steps_per_epoch), "<0.5",
-              "the seed saw only whole epochs; the instability-vs-k figure shows where inside "
-              "epoch 1 the drop happens"),
-    ]
+DEVIATIONS = deviations_table([
+    ("training length", "8 epochs of the whole split (1,659 steps each)",
+     "the book profile: a fraction of the first epoch, each chunk seen once",
+     "the models compared are early in training (perplexity in the hundreds)"),
+    ("endpoint", "each run's best-validation state", "the final state (best_val in paper)",
+     "inside the first epoch there is no validation point to choose"),
+    ("noise at k = 0", "the same minibatches, other dropout masks (columns permuted)",
+     "children draw data order and dropout from their own streams; the ablation varies each",
+     "the seed's k = 0 noise is the ablation's 'dropout only' row"),
+    ("children's learning rate", "a constant 2.5 (the optimizer reset by a bug)",
+     "the trunk's schedule, inherited", "no effect inside the first epoch (γ applies per epoch)"),
+    ("R's second end", "α = 0.9 (an indexing flaw)", "α = 1, the seed's way shown beside",
+     "the effect is measured per pair (the α grid section)"),
+    ("verdict", "R < 2%", "the relative perplexity barrier's 95% CI against 2%, R beside",
+     "R counts the gap between the ends, which a barrier does not"),
+    ("<eos>", "none", "an <eos> token after every line (eos=False removes it)",
+     "a 10,000-word vocabulary either way"),
+    ("replicates", "one pair per spawn epoch", "independent initializations, each with four "
+     "named RNG streams", "means with 95% CIs"),
+    ("evaluation", "the whole train and test splits", "a fixed sample of chunks of each split",
+     "its noise is measured (the evaluation noise column)"),
+])
+
 
 
 def summary(c: Config, measured: Mapping[str, Any]) -> dict[str, str]:
-    """The numbers the chapter's prose states: R at the first spawn step, after one epoch and at
-    the last one (train and test), k*, the noise ablation at its first and last spawn step, and
-    the effect of the seed's α = 0.9 end at the first spawn step (`measured` as for `claims`)."""
+    """The numbers the chapter's prose states (`measured` as for `claims`): the barrier and R at
+    the first spawn step with their verdicts, at the last one, R's parts, k*, the evaluation
+    noise, the noise ablation's paired difference, the seed's α = 0.9 end, the length."""
     setup, results, ablation = measured["setup"], measured["spawn"], measured["ablation"]
     ks = sorted(int(k) for k in results.barriers.spawn_step.unique())
-    epoch = setup.steps_per_epoch
-    out = {"k_first": str(ks[0]), "k_last": str(ks[-1]), "steps_per_epoch": str(epoch),
-           "steps": str(setup.total_steps), "verdict_first": verdict(*at_step(results, ks[0]))}
+    out = {"k_first": str(ks[0]), "k_last": f"{ks[-1]} ({epochs_text(setup, ks[-1])})",
+           "steps_per_epoch": f"{setup.steps_per_epoch:,}",
+           "steps": f"{setup.total_steps:,} ({epochs_text(setup, setup.total_steps)})",
+           "noise": pct(float(evaluation_noise(results).max()))}
     for split in ("train", "test"):
-        out[f"kstar_{split}"] = k_star_text(results.onset(split))
-        out[f"R_first_{split}"] = pct(*at_step(results, ks[0], split))
-        out[f"R_last_{split}"] = pct(*at_step(results, ks[-1], split))
-        out[f"R_epoch_{split}"] = (pct(*at_step(results, epoch, split)) if epoch in ks
-                                   else "not measured")
-    a = aggregate(ablation, ["spawn_step", "split", "noise"], ["relative_ppl_instability"])
-    noise_ks = sorted(int(k) for k in a.spawn_step.unique())
-    out["noise_k_later"] = str(noise_ks[-1])
-    out |= {f"noise_{source}_{when}_{split}": "not measured" for source in NOISE_SOURCES
-            for when in ("first", "later") for split in ("train", "test")}
-    for r in a.itertuples():
-        when = "first" if r.spawn_step == noise_ks[0] else "later"
-        out[f"noise_{r.noise}_{when}_{r.split}"] = pct(r.relative_ppl_instability,
-                                                       r.relative_ppl_instability_ci95)
+        b0, bl = at_step(results, ks[0], split), at_step(results, ks[-1], split)
+        r0 = at_step(results, ks[0], split, "relative_ppl_instability")
+        out |= {f"barrier_first_{split}": pct(*b0), f"verdict_first_{split}": verdict(*b0),
+                f"barrier_last_{split}": pct(*bl), f"verdict_last_{split}": verdict(*bl),
+                f"R_first_{split}": pct(*r0), f"R_verdict_first_{split}": verdict(*r0),
+                f"R_last_{split}": pct(*at_step(results, ks[-1], split,
+                                                 "relative_ppl_instability")),
+                f"kstar_{split}": k_star_text(results.onset(split))}
+    e0 = at_step(results, ks[0], "test", "error_barrier")
+    out |= {"error_barrier_first": pct(*e0), "error_verdict_first": verdict(*e0)}
     seed = r_variants(results.curves)
     for split in ("train", "test"):
         first = seed[(seed.spawn_step == ks[0]) & (seed.split == split)]
@@ -387,7 +475,35 @@ def summary(c: Config, measured: Mapping[str, Any]) -> dict[str, str]:
         out[f"R_seed_{split}"] = pct(*mean_ci(first.R_seed))
         out[f"rise_{split}"] = pct(*mean_ci(first.rise))
         out[f"gap_{split}"] = pct(*mean_ci(first.gap))
+    paired = noise_paired(ablation)
+    for r in paired[paired.split == "test"].itertuples():
+        out[f"noise_diff_k{int(r.spawn_step)}"] = pct(r.relative_ppl_instability,
+                                                      r.relative_ppl_instability_ci95)
+    a = aggregate(ablation, ["spawn_step", "split", "noise"], ["relative_ppl_instability"])
+    for r in a[a.split == "test"].itertuples():
+        out[f"noise_{r.noise}_k{int(r.spawn_step)}"] = pct(r.relative_ppl_instability,
+                                                           r.relative_ppl_instability_ci95)
     return out
+
+
+def verdicts_table(setup: Setup, results: Results) -> pd.DataFrame:
+    """The chapter's answer per spawn step and split: the barrier with its verdict, the next-token
+    error barrier, R with its verdict, and R's parts (the rise above the worse end, the gap)."""
+    parts = aggregate(r_variants(results.curves), ["spawn_step", "split"], ["rise", "gap"])
+    s = results.summary()
+    s = s[~s.get("bn_reset", pd.Series(False, index=s.index)).astype(bool)]
+    s = s.merge(parts, on=["spawn_step", "split"])
+    return pd.DataFrame([{
+        "k": f"{int(r.spawn_step)} ({epochs_text(setup, int(r.spawn_step))})", "split": r.split,
+        "n": int(r.n_x),
+        "PPL barrier / max PPL": f"{pct(r.relative_ppl_barrier, r.relative_ppl_barrier_ci95)}: "
+                                 f"{verdict(r.relative_ppl_barrier, r.relative_ppl_barrier_ci95)}",
+        "next-token error barrier": pct(r.error_barrier, r.error_barrier_ci95),
+        "R": f"{pct(r.relative_ppl_instability, r.relative_ppl_instability_ci95)}: "
+             f"{verdict(r.relative_ppl_instability, r.relative_ppl_instability_ci95)}",
+        "rise above the worse end": pct(r.rise, r.rise_ci95),
+        "gap between the ends": pct(r.gap, r.gap_ci95)}
+        for r in s.sort_values(["split", "spawn_step"]).itertuples()])
 
 
 def predictions_view(setup: Setup, top: int = 3):

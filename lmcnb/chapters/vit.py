@@ -1,10 +1,12 @@
-"""The ViT chapter as data: Han and Zhu's study of fine-tuned against scratch ViTs on CIFAR-10, a
-ViT pretrained here and published like a hub checkpoint, the pruning and lottery-mask sections,
-the claims.
+"""The ViT chapter as data: Han and Zhu's study of fine-tuned against scratch ViTs on CIFAR-10
+asked at a scale two CPU cores can afford — a ViT pretrained here and published like a hub
+checkpoint, pairs of children at matched seeds, PLATON and magnitude pruning over replicates, the
+lottery mask against its controls, the pilot that sized it, the claims.
 """
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -15,7 +17,7 @@ import pandas as pd
 import torch
 
 from ..book.params import ChapterConfig, Section, Steps, param
-from ..book.report import Claim, accuracy, at_step, k_star_text, pct, verdict
+from ..book.report import Claim, at_step, evaluation_noise, pct, verdict
 from ..core.checks import pretrained_source
 from ..core.hub import from_hub
 from ..core.ref import Ref
@@ -28,18 +30,20 @@ from ..experiments.pretrain import publish_weights
 from ..experiments.pruning import platon_hook
 from ..experiments.runs import Run, RunSpec, data_fingerprint
 from ..experiments.setup import Setup
-from ..experiments.study import Results, spawn_study
-from ..lmc.metrics import STABLE_THRESHOLD
+from ..experiments.study import Results, main_branch_study
+from ..lmc.metrics import STABLE_THRESHOLD, mean_ci, paired_difference
 from ..models.pretrained import pretrained_id
 from ..models.vit import ViTShape, load_pretrained, save_pretrained, vit_shape
 from ..train.recipe import TrainConfig
 from .common import SOURCE_HELP, DataSource, check_sources, source_of
-from .pruning import stability_and_accuracy
+from .pruning import pruning_cost
 
 CHAPTER = "vit_platon"
 OWN = "own:tiny_imagenet"  # pretrain here, on Tiny ImageNet-20 (as the GPT chapter's "own:ptb")
 SCORE_NAMES = {"platon": "PLATON", "magnitude": "magnitude"}
 Schedule = Literal["constant", "cosine", "step"]
+# The pilot's results (benchmarks/pilot_vit.py), committed; the profile section shows them.
+PILOT = Path(__file__).resolve().parents[2] / "benchmarks" / "pilots" / "vit_platon.csv"
 
 
 # -- the parameters ------------------------------------------------------------------------------
@@ -91,28 +95,19 @@ class FineTune(Section):
 @dataclass(frozen=True, kw_only=True)
 class Pretrain(Section):
     """Pretraining here, on Tiny ImageNet-20 at the shape's image size (for `pretrained=OWN`);
-    the rest of the recipe is the fine-tuning section's."""
+    the rest of the recipe (augmentation, weight decay) is the fine-tuning section's."""
 
     steps: int = param("optimizer steps", min=1)
-    checkpoints: list[int] = param("pretraining steps also published (0: the initialization)",
-                                   min=0)
     batch_size: int = param("images per step", min=1)
     lr: float = param("AdamW learning rate", gt=0)
     warmup_steps: Steps = param("linear warm-up", min=0)
     schedule: Schedule = param("learning-rate schedule after the warm-up")
-    n_inits: int = param("replicates of the pretraining-length study", min=1)
-
-    def check(self, path: str) -> None:
-        """Checkpoints before the last step."""
-        bad = [s for s in self.checkpoints if s >= self.steps]
-        if bad:
-            raise ValueError(f"{path}.checkpoints {bad} are not in [0, {self.steps}) (the last "
-                             "step is always kept)")
 
 
 @dataclass(frozen=True, kw_only=True)
 class Pruning(Section):
-    """PLATON and magnitude pruning on one cubic schedule (`lmcnb.prune.platon`)."""
+    """PLATON and magnitude pruning on one cubic schedule (`lmcnb.prune.platon`), each run
+    replicated from the dense trunks' seeds."""
 
     max_steps: Steps = param("length of a pruning run", min=1)
     densities: list[float] = param("final densities", gt=0, lt=1)
@@ -122,20 +117,26 @@ class Pruning(Section):
     delta_t: int = param("steps per importance window", min=1)
     beta1: float = param("EMA of the importance", min=0, lt=1)
     beta2: float = param("EMA of its uncertainty (1: none)", gt=0, max=1)
+    n_inits: int = param("replicates of every pruning run (the dense trunks' seeds)", min=1)
 
     def check(self, path: str) -> None:
-        """At least one density and one score."""
+        """At least one density and one score; PLATON first (its mask is the lottery's)."""
         if not self.densities or not self.scores:
             raise ValueError(f"{path} needs at least one density and one score")
+        if self.scores[0] != "platon":
+            raise ValueError(f"{path}.scores must start with 'platon': the lottery section "
+                             f"takes the first score's mask at the first density (got "
+                             f"{self.scores!r})")
 
 
 @dataclass(frozen=True, kw_only=True)
 class Masked(Section):
-    """Children of masked networks."""
+    """Children of masked networks: the first PLATON mask on the dense trunks' weights at each
+    spawn step, and at k = 0 its controls (a random mask; the mask on a random init)."""
 
-    steps: list[Steps] = param("spawn steps of the fine-tuned model's masked children")
-    scratch_steps: list[Steps] = param("spawn steps of the random init's masked children")
-    n_inits: int = param("replicates", min=1)
+    steps: list[Steps] = param("spawn steps k of the masked children (0: the pretrained "
+                               "weights, as the source's ticket)")
+    n_inits: int = param("replicates (the dense trunks 0 … n − 1)", min=1)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -147,70 +148,84 @@ class Config(ChapterConfig):
     shape: str = param("ViT shape (lmcnb.models.vit.VIT_SHAPES): the random-init control's and "
                        "the one pretrained here")
     images: Images = param("image size, normalization and augmentation")
-    pretrain: Pretrain | None = param("pretraining here (None: no pretraining-length study)")
-    finetune: FineTune = param("the fine-tuning recipe")
-    spawn_steps: list[Steps] = param("spawn steps k of the fine-tuned children")
-    scratch_steps: list[Steps] = param("spawn steps k of the children of the random init")
-    n_inits: int = param("replicates: independent trunks per study", min=1)
+    pretrain: Pretrain | None = param("pretraining here (for pretrained='own:tiny_imagenet')")
+    finetune: FineTune = param("the fine-tuning recipe (both starts)")
+    spawn_steps: list[Steps] = param("spawn steps k of the fine-tuned pairs")
+    scratch_steps: list[Steps] = param("spawn steps k of the random init's pairs")
+    n_inits: int = param("replicates: independent trunks (and pairs) per spawn step", min=1)
     pruning: Pruning = param("the pruning section")
     masked: Masked = param("the masked children")
     n_alpha: int = param("points on the α grid, both ends included", min=2)
-    eval_iters: int | Literal["all"] = param("'all', or evaluation batches per split", min=1)
+    eval_iters: int | Literal["all"] = param("'all', or evaluation batches of the test split",
+                                             min=1)
+    train_eval_iters: int | Literal["all"] = param("'all', or evaluation batches of the train "
+                                                   "split", min=1)
     eval_batch: int = param("images per evaluation batch", min=1)
     seed: int = param("the base seed of every stream", min=0)
     data_source: DataSource = param(SOURCE_HELP, default="default",
                                     keys=("cifar10", "tiny_imagenet"))
 
     def check(self, path: str) -> None:
-        """A known shape, a start that exists, the pretraining section 'own' needs."""
+        """A known shape, a start that exists, the pretraining section 'own' needs, spawn steps
+        before the end (a pair is the trunk at the end and a child spawned at k), and replicates
+        of the masked and pruned runs among the dense trunks."""
         super().check(path)
         vit_shape(self.shape)
         if self.pretrained != OWN:
             pretrained_source("pretrained", self.pretrained)
         elif self.pretrain is None:
-            raise ValueError(f"pretrained={OWN!r} needs the pretrain section (steps, checkpoints, "
+            raise ValueError(f"pretrained={OWN!r} needs the pretrain section (steps, batch_size, "
                              "…)")
+        for name, n in (("masked.n_inits", self.masked.n_inits),
+                        ("pruning.n_inits", self.pruning.n_inits)):
+            if n > self.n_inits:
+                raise ValueError(f"{name} ({n}) must be at most n_inits ({self.n_inits}): its "
+                                 "replicates are the dense trunks' and pair with them")
 
 
 JITTER = [0.2, 0.2, 0.2, 0.05]  # brightness, contrast, saturation, hue: the study gives none
+# The book profile's length and learning rate of fine-tuning: an estimate until the pilot
+# (benchmarks/pilot_vit.py) has been run at this scale; the chapter says which.
+BOOK_STEPS, BOOK_LR = 600, 1e-3
 PROFILES = {
     "paper": dict(
         pretrained="google/vit-base-patch16-224-in21k", shape="ViTB16",
         images=dict(size=None, normalize="processor", crop_scale=0.75, jitter=JITTER),
-        pretrain=dict(steps=3000, checkpoints=[0, 300, 1000], batch_size=64, lr=5e-4,
-                      warmup_steps=300, schedule="cosine", n_inits=3),
+        pretrain=dict(steps=2000, batch_size=64, lr=1e-3, warmup_steps=100,
+                      schedule="cosine"),  # unused: the paper profile starts from the hub
         finetune=dict(batch_size=32, max_steps="8ep", lr=2e-4, warmup_steps=0,
-                      schedule="constant", log_every=50),
-        spawn_steps=[0, "1ep", "4ep"], scratch_steps=[0, "1ep", "4ep"], n_inits=3,
+                      schedule="constant", weight_decay=0.01, log_every=50),
+        spawn_steps=[0, "1ep"], scratch_steps=[0, "1ep", "4ep"], n_inits=5,
         pruning=dict(max_steps="4ep", densities=[0.2, 0.05], scores=["platon", "magnitude"],
                      initial_warmup="0.5ep", final_warmup="1ep", delta_t=10, beta1=0.85,
-                     beta2=0.95),
-        masked=dict(steps=[0, "1ep", "4ep"], scratch_steps=[0, "4ep"], n_inits=3),
-        n_alpha=25, eval_iters=10, eval_batch=500, seed=0),
+                     beta2=0.95, n_inits=5),
+        masked=dict(steps=[0, "1ep"], n_inits=5),
+        n_alpha=25, eval_iters=10, train_eval_iters=5, eval_batch=500, seed=0),
     "book": dict(
         pretrained=OWN, shape="MiniViT",
         images=dict(size=None, normalize="dataset", crop_scale=0.75, jitter=JITTER),
-        pretrain=dict(steps=600, checkpoints=[0, 100], batch_size=64, lr=1e-3, warmup_steps=30,
-                      schedule="cosine", n_inits=2),
-        finetune=dict(batch_size=64, max_steps=200, lr=1e-3, warmup_steps=10,
-                      schedule="constant", log_every=5),
-        spawn_steps=[0, 50, 150], scratch_steps=[0, 50, 100], n_inits=3,
-        pruning=dict(max_steps=100, densities=[0.2, 0.05], scores=["platon", "magnitude"],
-                     initial_warmup=10, final_warmup=25, delta_t=5, beta1=0.85, beta2=0.95),
-        masked=dict(steps=[0, 50, 150], scratch_steps=[0, 100], n_inits=2),
-        n_alpha=11, eval_iters=1, eval_batch=1000, seed=0),
+        pretrain=dict(steps=2000, batch_size=64, lr=1e-3, warmup_steps=100, schedule="cosine"),
+        finetune=dict(batch_size=32, max_steps=BOOK_STEPS, lr=BOOK_LR, warmup_steps=0,
+                      schedule="constant", weight_decay=0.01, log_every=10),
+        spawn_steps=[0], scratch_steps=[0], n_inits=5,
+        pruning=dict(max_steps=BOOK_STEPS // 2, densities=[0.2, 0.05],
+                     scores=["platon", "magnitude"], initial_warmup=BOOK_STEPS // 16,
+                     final_warmup=BOOK_STEPS // 8, delta_t=10, beta1=0.85, beta2=0.95,
+                     n_inits=5),
+        masked=dict(steps=[0], n_inits=5),
+        n_alpha=11, eval_iters=5, train_eval_iters=1, eval_batch=1000, seed=0),
     "smoke": dict(
         pretrained=OWN, shape="MiniViT",
         images=dict(size=None, normalize="dataset", crop_scale=0.75, jitter=JITTER),
-        pretrain=dict(steps=3, checkpoints=[0], batch_size=8, lr=1e-3, warmup_steps=1,
-                      schedule="cosine", n_inits=1),
-        finetune=dict(batch_size=8, max_steps=4, lr=1e-3, warmup_steps=1, schedule="constant",
-                      log_every=1),
-        spawn_steps=[0, 2], scratch_steps=[0, 2], n_inits=2,
+        pretrain=dict(steps=3, batch_size=8, lr=1e-3, warmup_steps=1, schedule="cosine"),
+        finetune=dict(batch_size=8, max_steps=4, lr=1e-3, warmup_steps=0, schedule="constant",
+                      weight_decay=0.01, log_every=1),
+        spawn_steps=[0], scratch_steps=[0, 2], n_inits=2,
         pruning=dict(max_steps=4, densities=[0.2], scores=["platon", "magnitude"],
-                     initial_warmup=1, final_warmup=1, delta_t=1, beta1=0.85, beta2=0.95),
-        masked=dict(steps=[0, 2], scratch_steps=[0, 2], n_inits=1),
-        n_alpha=3, eval_iters=1, eval_batch=32, seed=0),
+                     initial_warmup=1, final_warmup=1, delta_t=1, beta1=0.85, beta2=0.95,
+                     n_inits=2),
+        masked=dict(steps=[0], n_inits=2),
+        n_alpha=3, eval_iters=1, train_eval_iters=1, eval_batch=32, seed=0),
 }
 Config.profiles = PROFILES
 
@@ -298,7 +313,7 @@ def chapter_setup(c: Config, start: str, source: str | None = None) -> Setup:
                      pretrained=source, data_dir=c.data_dir, device=c.device or "auto",
                      source=source_of(c.data_source, "cifar10").get("source", "default"),
                      seed=c.seed, n_alpha=c.n_alpha, eval_iters=c.eval_iters,
-                     eval_batch_size=c.eval_batch)
+                     train_eval_iters=c.train_eval_iters, eval_batch_size=c.eval_batch)
 
 
 def check_shape(c: Config, source: str) -> None:
@@ -320,7 +335,8 @@ def pruning_setup(c: Config, setup: Setup) -> Setup:
 
 
 def pruning_hooks(c: Config, setup: Setup) -> dict[str, Ref]:
-    """One hook per score and density of the pruning section, named like "PLATON 20%"."""
+    """One hook per score and density of the pruning section, named like "PLATON 20%" (the
+    first is the lottery section's mask)."""
     ps, cfg = pruning_setup(c, setup), c.pruning
     return {f"{SCORE_NAMES[score]} {d:.0%}": platon_hook(
         ps, d, score=score, initial_warmup=cfg.initial_warmup, final_warmup=cfg.final_warmup,
@@ -328,11 +344,23 @@ def pruning_hooks(c: Config, setup: Setup) -> dict[str, Ref]:
         for score in cfg.scores for d in cfg.densities}
 
 
+def pair_steps(setup: Setup, values: Sequence[int | str], name: str) -> list[int]:
+    """Spawn steps of pairs (the trunk at its end against a child spawned at k), checked: each
+    before the end of training."""
+    steps = setup.steps(values, name)
+    at_end = [k for k in steps if k >= setup.total_steps]
+    if at_end:
+        raise ValueError(f"{name} {at_end} leave no training after the spawn: a pair is the "
+                         f"trunk at its end ({setup.total_steps} steps) and a child spawned at k, "
+                         "so k must come before it")
+    return steps
+
+
 def setups(c: Config) -> dict[str, Setup]:
     """The random-init setup ("from scratch"), with every value of `c` checked against the data
     first — spawn steps against the length of training, the pruning schedule, a hub model's shape;
     nothing trains. The fine-tuned setup needs the pretrained model: `finetuned_setup`."""
-    used = ("cifar10", "tiny_imagenet") if c.pretrain is not None else ("cifar10",)
+    used = ("cifar10", "tiny_imagenet") if c.pretrained == OWN else ("cifar10",)
     check_sources(c.data_source, used, c.data_dir)
     for dataset in used:
         if not source_of(c.data_source, dataset):
@@ -341,102 +369,481 @@ def setups(c: Config) -> dict[str, Setup]:
         check_shape(c, c.pretrained)
     scratch = chapter_setup(c, "scratch")
     for name, steps in (("spawn_steps", c.spawn_steps), ("scratch_steps", c.scratch_steps),
-                        ("masked.steps", c.masked.steps),
-                        ("masked.scratch_steps", c.masked.scratch_steps)):
-        scratch.steps(steps, name)
+                        ("masked.steps", c.masked.steps)):
+        pair_steps(scratch, steps, name)
     pruning_hooks(c, scratch)
     return {"from scratch": scratch}
 
 
-def own_checkpoints(c: Config) -> dict[int, str]:
-    """{pretraining step: folder} of the model pretrained here: `c.shape` on Tiny ImageNet-20 at
-    its image size for `c.pretrain.steps`, kept at every checkpoint step and at the end; {}
-    without a pretrain section. `pretrained="own:tiny_imagenet"` fine-tunes the last of them."""
+def own_source(c: Config) -> str | None:
+    """The folder of the model pretrained here (`pretrained="own:tiny_imagenet"`): `c.shape` on
+    Tiny ImageNet-20 at its image size for `c.pretrain.steps`, on the chapter's executor; None
+    for another start."""
     pt = c.pretrain
-    if pt is None:
-        return {}
+    if c.pretrained != OWN or pt is None:
+        return None
     train = c.finetune.recipe(batch_size=pt.batch_size, max_steps=pt.steps, lr=pt.lr,
                               warmup_steps=pt.warmup_steps, schedule=pt.schedule)
-    return pretrain(c.shape, train, c.runs_dir, [*pt.checkpoints, pt.steps], images=c.images,
+    return pretrain(c.shape, train, c.runs_dir, [pt.steps], images=c.images,
                     size=vit_shape(c.shape).image_size,
                     source=source_of(c.data_source, "tiny_imagenet").get("source", "default"),
                     device=c.device or "auto", seed=c.seed, data_dir=c.data_dir,
-                    executor=c.executor)
+                    executor=c.executor)[pt.steps]
 
 
-def finetuned_setup(c: Config, checkpoints: Mapping[int, str]) -> Setup:
-    """The fine-tuned setup: from the last checkpoint pretrained here (`pretrained=OWN`), else
-    from `c.pretrained`."""
+def finetuned_setup(c: Config, source: str | None) -> Setup:
+    """The fine-tuned setup: from the model pretrained here (`source`, for `pretrained=OWN`),
+    else from `c.pretrained`."""
     if c.pretrained == OWN:
-        return chapter_setup(c, f"pt{max(checkpoints)}", checkpoints[max(checkpoints)])
+        return chapter_setup(c, f"pt{c.pretrain.steps}", source)
     return chapter_setup(c, "pretrained", c.pretrained)
 
 
-def describe(setups: dict[str, Any]) -> Any:
+def source_accuracy(c: Config, source: str | None) -> tuple[float, float] | None:
+    """Test accuracy of the model pretrained here on its own task (Tiny ImageNet-20's test split
+    at its image size, with its own head) and its 95% CI over the test images; None for a start
+    pretrained elsewhere."""
+    from ..core.device import pick_device
+    from ..train.evaluation import evaluate
+
+    if source is None:
+        return None
+    test = build(Ref.of("data", "vit_images", name="tiny_imagenet", split="test",
+                        size=vit_shape(c.shape).image_size,
+                        **source_of(c.data_source, "tiny_imagenet")), c.data_dir)
+    with torch.random.fork_rng():
+        model = load_pretrained(source, len(test.classes))
+    device = pick_device(c.device)
+    ev = evaluate(model.to(device), test.to(device), c.eval_batch)
+    errors = ev.example_error.double()
+    return 1 - float(errors.mean()), 1.96 * float(errors.std()) / math.sqrt(len(errors))
+
+
+def profiles_table() -> pd.DataFrame:
+    """The three profiles side by side, one row per parameter (a section's keys as
+    `section.key`), with its help text."""
+    def flat(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in values.items():
+            if isinstance(value, Mapping):
+                out |= flat(value, f"{prefix}{key}.")
+            else:
+                out[f"{prefix}{key}"] = value
+        return out
+
+    resolved = {name: flat(Config.resolve(name).as_dict()) for name in ("smoke", "book", "paper")}
+    helps = {r["parameter"]: r["help"] for r in _help_rows(Config)}
+    keys = [k for k in resolved["paper"] | resolved["book"] if k.split(".")[0] in PROFILES["book"]]
+    return pd.DataFrame([{"parameter": k, **{name: _cell(v.get(k, "—"))
+                                             for name, v in resolved.items()},
+                          "what it is": helps.get(k, "")} for k in keys])
+
+
+def _help_rows(cls: type, prefix: str = "") -> list[dict[str, str]]:
+    import dataclasses
+    import typing
+
+    from ..book.params import help_table
+
+    rows = []
+    hints = typing.get_type_hints(cls)
+    for row, f in zip(help_table(cls), dataclasses.fields(cls)):
+        rows.append({"parameter": prefix + row["parameter"], "help": row["help"]})
+        section = next((h for h in typing.get_args(hints[f.name]) or (hints[f.name],)
+                        if isinstance(h, type) and issubclass(h, Section)), None)
+        if section is not None:
+            rows += _help_rows(section, f"{prefix}{f.name}.")
+    return rows
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(map(str, value))
+    return "None" if value is None else str(value)
+
+
+def describe(setups: dict[str, Setup]) -> pd.DataFrame:
     """The models and their data, one row per setup."""
     rows = []
     for name, s in setups.items():
         with torch.random.fork_rng():
             net = build(s.net, s.data_dir)
-        c = net.config
+        cfg = net.config
         start = ("random init" if s.net.name == "vit"
                  else f"pretrained: {Path(s.net.kwargs()['source']).name}")
         rows.append({"model": name, "start": start,
-                     "image": f"{c.image_size}×{c.image_size}, patch {c.patch_size}",
-                     "width × layers": f"{c.hidden_size} × {c.num_hidden_layers}",
+                     "image": f"{cfg.image_size}×{cfg.image_size}, patch {cfg.patch_size}",
+                     "width × layers": f"{cfg.hidden_size} × {cfg.num_hidden_layers}",
                      "parameters": f"{sum(t.numel() for t in net.parameters()):,}",
-                     "train images": len(s.load(s.train_data)),
-                     "test images": len(s.load(s.test_data))})
-    return pd.DataFrame(rows).set_index("model")
+                     "train images": f"{len(s.load(s.train_data)):,}",
+                     "fine-tuning": f"{s.total_steps:,} steps of {s.train.batch_size} "
+                                    f"({s.total_steps / s.steps_per_epoch:.2f} epochs)"})
+    return pd.DataFrame(rows)
 
 
-def pretraining_length(c: Config, checkpoints: Mapping[int, str]) -> dict[int, Results]:
-    """{pretraining step: spawn study at k = 0} of children fine-tuned from each checkpoint
-    (`c.pretrain.n_inits` replicates each), on the chapter's executor."""
-    if c.pretrain is None:
-        return {}
-    return {step: spawn_study(chapter_setup(c, f"pt{step}", folder), [0],
-                              n_inits=c.pretrain.n_inits, executor=c.executor)
-            for step, folder in sorted(checkpoints.items())}
+# -- pairs of children and the comparisons within a trunk -----------------------------------------
+KEYS = ("spawn_step", "replicate", "pair")
 
 
-def pretraining_table(studies: dict[int, Any]) -> Any:
-    """Per pretraining length: the instability of children spawned at k = 0 of fine-tuning, its
-    verdict, and the children's accuracy."""
-    return pd.DataFrame([{"pretraining steps": step, "pairs": int((r.barriers.split == "test")
-                                                                  .sum()),
-                          "instability at k=0 (test error)": pct(*at_step(r, 0)),
-                          "verdict": verdict(*at_step(r, 0)),
-                          "accuracy": pct(*accuracy(r), digits=1)}
-                         for step, r in studies.items()]).set_index("pretraining steps")
+def pair_study(setup: Setup, spawn_steps: Sequence[int | str], n_inits: int,
+               executor: Any = "serial") -> Results:
+    """Frankle's pairs at each spawn step k, one per replicate: the trunk at its end T against a
+    child spawned from it at k and trained to T with its own data order and augmentation (the
+    main branch and one branch, `main_branch_study` with k2 = T − k). The pair is what two
+    children spawned at k are, in distribution — both continue the trunk's state at k with noise
+    of their own — at two runs per pair instead of three."""
+    total = setup.total_steps
+    parts = [main_branch_study(setup, [k], [total - k], n_inits=n_inits, executor=executor)
+             for k in pair_steps(setup, spawn_steps, "spawn steps")]
+    if len(parts) == 1:
+        return parts[0]
+    return Results(pd.concat([p.curves for p in parts], ignore_index=True),
+                   pd.concat([p.barriers for p in parts], ignore_index=True), parts[0].folder,
+                   setup.threshold)
 
 
-def plot_pretraining_length(studies: dict[int, Any], scratch: Any | None = None) -> Any:
-    """Instability of fine-tuning children (k = 0) against the pretraining length of their
-    starting model, with the threshold and, dashed, the random-init control at k = 0."""
+def pair_runs(setup: Setup, init: int, k: int) -> tuple[Run, Run]:
+    """The two runs of `pair_study`'s pair of replicate `init` at spawn step `k` (finished)."""
+    trunk = setup.trunk(init)
+    total = trunk.final_step()
+    return trunk, setup.child(trunk, k, total, "branch", init, k, total - k)
+
+
+def test_rows(results: Results) -> pd.DataFrame:
+    """A study's test rows (no BatchNorm reset: the ViT has none), with the pair's mean accuracy
+    (`accuracy`) and the peak test loss over the endpoints' mean (`loss_peak_ratio`, the source's
+    "over twice the endpoints' mean")."""
+    b = results.barriers
+    rows = b[(b.split == "test") & ~b.get("bn_reset", pd.Series(False, index=b.index))
+             .astype(bool)].copy()
+    rows["accuracy"] = 1 - (rows.error_a + rows.error_b) / 2
+    c = results.curves
+    c = c[(c.split == "test") & ~c.get("bn_reset", pd.Series(False, index=c.index)).astype(bool)]
+    keys = [k for k in KEYS if k in c]
+    peak = c.groupby(keys).loss.max().rename("peak_loss").reset_index()
+    rows = rows.merge(peak, on=keys, how="left")
+    rows["loss_peak_ratio"] = rows.peak_loss / ((rows.loss_a + rows.loss_b) / 2)
+    return rows
+
+
+def mean_at(results: Results, column: str, k: int = 0) -> tuple[float, float, int]:
+    """Mean, 95% CI half-width and number of pairs of `column` (of `test_rows`) at spawn step
+    `k`."""
+    rows = test_rows(results)
+    values = rows[rows.spawn_step == k][column]
+    return (*mean_ci(values), len(values))
+
+
+def paired(a: Results | pd.DataFrame, b: Results | pd.DataFrame, column: str,
+           k: int = 0) -> tuple[float, float, int]:
+    """B − A of `column` at spawn step `k`, pair by pair (the same replicate and pair: matched
+    seeds), with its 95% CI and the number of pairs (`lmcnb.lmc.metrics.paired_difference`)."""
+    ta, tb = (x if isinstance(x, pd.DataFrame) else test_rows(x) for x in (a, b))
+    ta, tb = ta[ta.spawn_step == k], tb[tb.spawn_step == k]
+    on = [key for key in KEYS if key in ta and key in tb]
+    d = paired_difference(ta, tb, column, on=on).iloc[0]
+    return float(d[column]), float(d[f"{column}_ci95"]), int(d.n)
+
+
+def _value(x: tuple[float, float, int], percent: bool = True) -> str:
+    if percent:
+        return pct(x[0], x[1])
+    return f"{x[0]:.3f} ± {x[1]:.3f}" if math.isfinite(x[1]) else f"{x[0]:.3f}"
+
+
+CONTRASTS = {"error_barrier": "error barrier (test)", "instability_error": "I_E (Frankle)",
+             "loss_barrier": "loss barrier (test)", "loss_peak_ratio": "peak loss / ends' mean",
+             "accuracy": "test accuracy"}
+
+
+def contrast_table(finetuned: Results, scratch: Results, k: int = 0) -> pd.DataFrame:
+    """At spawn step `k`: each quantity of the fine-tuned pairs and of the pairs from scratch
+    (mean ± 95% CI over replicates), and their difference pair by pair at matched seeds (the
+    same trunk seeds, data orders and augmentation)."""
+    rows = []
+    for column, name in CONTRASTS.items():
+        percent = column not in ("loss_barrier", "loss_peak_ratio")
+        ft, sc = mean_at(finetuned, column, k), mean_at(scratch, column, k)
+        d = paired(finetuned, scratch, column, k)
+        rows.append({"quantity": name, "fine-tuned": _value(ft, percent),
+                     "from scratch": _value(sc, percent),
+                     "from scratch − fine-tuned (matched seeds)": _value(d, percent),
+                     "pairs": d[2]})
+    return pd.DataFrame(rows)
+
+
+# -- the pilot ------------------------------------------------------------------------------------
+def pilot_results(path: str | Path = PILOT) -> pd.DataFrame | None:
+    """The pilot's rows (`benchmarks/pilot_vit.py`), or None where the file is not (an installed
+    package has no benchmarks folder)."""
+    path = Path(path)
+    return pd.read_csv(path) if path.is_file() else None
+
+
+def pilot_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per start, learning rate and length of the pilot: pairs, the error barrier (mean, 95% CI)
+    and its verdict, its evaluation noise (root mean square of the pairs' bootstrap SDs), I_E,
+    the peak loss over the ends' mean, the children's accuracy and, for the pretrained start,
+    the transfer (its accuracy minus the scratch pair's of the same replicate)."""
+    t = table.assign(accuracy=(table.accuracy_a + table.accuracy_b) / 2)
+    rows = []
+    for (start, lr, steps), g in t.groupby(["start", "lr", "steps"], sort=True):
+        b, b_ci = mean_ci(g.error_barrier)
+        acc, acc_ci = mean_ci(g.accuracy)
+        row = {"start": start, "lr": lr, "steps": int(steps), "epochs": float(g.epochs.iloc[0]),
+               "n": len(g), "error_barrier": b, "error_barrier_ci": b_ci,
+               "verdict": verdict(b, b_ci),
+               "eval_sd": float(np.sqrt((g.error_barrier_eval_sd ** 2).mean())),
+               "test_images": int(g.test_images.iloc[0]),
+               "instability_error": float(g.instability_error.mean()),
+               "loss_peak_ratio": float(g.loss_peak_ratio.mean()),
+               "accuracy": acc, "accuracy_ci": acc_ci,
+               "transfer": float("nan"), "transfer_ci": float("nan")}
+        if start == "pretrained":
+            s = t[(t.start == "scratch") & (t.lr == lr) & (t.steps == steps)]
+            joined = g.merge(s, on="replicate", suffixes=("", "_s"))
+            row["transfer"], row["transfer_ci"] = mean_ci(joined.accuracy - joined.accuracy_s)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def pilot_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """`pilot_summary` for the page: one row per start, learning rate and length."""
+    return pd.DataFrame([{
+        "start": r.start, "lr": f"{r.lr:g}", "steps (epochs)": f"{r.steps:,} ({r.epochs:.2f})",
+        "pairs": r.n, "error barrier": pct(r.error_barrier, r.error_barrier_ci),
+        "verdict": r.verdict, f"evaluation noise (SD, {r.test_images:,} images)": pct(r.eval_sd),
+        "accuracy": pct(r.accuracy, r.accuracy_ci, digits=1),
+        "transfer (− scratch)": pct(r.transfer, r.transfer_ci, digits=1)}
+        for r in summary.itertuples()])
+
+
+def choice_text(c: Config, pilot: pd.DataFrame) -> dict[str, str]:
+    """What the pilot says at the profile's length and learning rate (the pilot's nearest
+    length at that rate): each start's barrier and verdict, the transfer, and the evaluation
+    noise projected to the profile's test sample (the bootstrap SD shrinks as 1/√images)."""
+    ft = c.finetune
+    at = pilot[np.isclose(pilot.lr, ft.lr)]
+    if at.empty:
+        return {"choice": f"the pilot did not run the profile's learning rate ({ft.lr:g})."}
+    steps = int(parse_steps(ft.max_steps, 50_000 // ft.batch_size))
+    near = int(at.steps.iloc[(at.steps - steps).abs().argmin()])
+    rows = {r.start: r for r in at[at.steps == near].itertuples()}
+    images = _count(c.eval_iters, c.eval_batch)
+    parts = [f"{start} {pct(r.error_barrier, r.error_barrier_ci)} ({r.verdict})"
+             for start, r in sorted(rows.items(), reverse=True)]
+    text = (f"at lr {ft.lr:g} and {near:,} steps the pilot's pairs have an error barrier of "
+            + " and ".join(parts))
+    pre = rows.get("pretrained")
+    if pre is not None and math.isfinite(pre.transfer):
+        text += f", and the transfer is {pct(pre.transfer, pre.transfer_ci, digits=1)}"
+    if images:
+        noise = float(np.sqrt((at[at.steps == near].eval_sd ** 2).mean()))
+        scale = math.sqrt(int(at.test_images.iloc[0]) / images)
+        text += (f"; on {images:,} test images the barrier's evaluation noise is about "
+                 f"{pct(noise * scale)} (the pilot's {pct(noise)} on "
+                 f"{int(at.test_images.iloc[0]):,}).")
+    return {"choice": text}
+
+
+def _count(iters: int | str, batch: int) -> int | None:
+    return None if iters == "all" else iters * batch
+
+
+def pilot_cost(table: pd.DataFrame) -> dict[str, float]:
+    """The pilot's costs: CPU ms per fine-tuning step and per evaluated image and α, the
+    pretraining's CPU seconds, the mean load average while it ran."""
+    last = table.dropna(subset=["train_cpu_s"])
+    evals = table.groupby(["start", "lr", "replicate"]).size().iloc[0]  # lengths per pair
+    n_alpha = 11
+    return {"ms_step": 1e3 * last.train_cpu_s.sum() / last.train_steps.sum(),
+            "ms_image": 1e3 * last.eval_cpu_s.sum()
+            / (len(last) * evals * n_alpha * last.test_images.iloc[0]),
+            "pretrain_s": float(table.pretrain_cpu_s.iloc[0]), "load": float(table.load.mean()),
+            "cpu_min": float(last.train_cpu_s.sum() + last.eval_cpu_s.sum()
+                             + table.pretrain_cpu_s.iloc[0]) / 60}
+
+
+def plot_pilot(summary: pd.DataFrame) -> Any:
+    """The pilot: the error barrier (±95% CI) and the children's accuracy against the length of
+    fine-tuning, one line per start and learning rate, with the stability threshold."""
     import matplotlib.pyplot as plt
 
-    steps = sorted(studies)
-    mean, ci = zip(*(at_step(studies[s], 0) for s in steps))
-    fig, ax = plt.subplots(figsize=(5.0, 3.3))
-    ax.errorbar(steps, mean, yerr=np.nan_to_num(ci), fmt="o-", capsize=3,
-                label="fine-tuning children, k = 0")
-    if scratch is not None:
-        ax.axhline(at_step(scratch, 0)[0], color="gray", ls="--", lw=1,
-                   label="random init of the same shape, k = 0")
-    ax.axhline(STABLE_THRESHOLD, color="red", ls=":", lw=1,
-               label=f"{STABLE_THRESHOLD:.0%} threshold")
-    ax.set_xlabel("pretraining steps on Tiny ImageNet-20 (32×32)")
-    ax.set_ylabel("instability (test error)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
+    fig, axes = plt.subplots(1, 2, figsize=(7.6, 3.2), constrained_layout=True)
+    for i, ((start, lr), g) in enumerate(summary.groupby(["start", "lr"], sort=True)):
+        style = "-" if start == "pretrained" else "--"
+        label = f"{start}, lr {lr:g}"
+        for ax, col in zip(axes, ("error_barrier", "accuracy")):
+            ax.errorbar(g.steps, g[col], yerr=np.nan_to_num(g[f"{col}_ci"]), fmt="o" + style,
+                        color=f"C{i}", capsize=3, ms=3, label=label)
+    axes[0].axhline(STABLE_THRESHOLD, color="red", ls=":", lw=1,
+                    label=f"{STABLE_THRESHOLD:.0%} threshold")
+    axes[0].set_ylabel("error barrier (test)")
+    axes[1].set_ylabel("children's test accuracy")
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xlabel("fine-tuning steps (batch 32)")
+        ax.yaxis.set_major_formatter(lambda v, _: f"{v:.0%}")
+    axes[0].legend(fontsize=7)
     return fig
 
 
-def step_timing(runs: dict[str, Any]) -> Any:
-    """Seconds per optimizer step of finished runs, from their `events.jsonl` (each stretch from
-    a start — init, spawn or resume — to `done`; checkpoint writes and logging included)."""
+# -- pruning --------------------------------------------------------------------------------------
+def pruning_runs(c: Config, setup: Setup) -> dict[str, list[Run]]:
+    """{"PLATON 20%": [its runs], …}: every score and density of the pruning section, each
+    replicated from the dense trunks' seeds (`pruning.n_inits`), trained on the executor."""
+    from ..experiments.pruning import pruned_replicates
 
+    return pruned_replicates(pruning_setup(c, setup), pruning_hooks(c, setup), c.pruning.n_inits,
+                             c.executor)
+
+
+def dense_rows(dense: Results) -> pd.DataFrame:
+    """The dense runs as rows of `pruning.pruning_results`: the trunks at their end (endpoint A
+    of `dense`'s pairs at k = 0), replicate by replicate."""
+    d = test_rows(dense)
+    d = d[d.spawn_step == 0]
+    return pd.DataFrame({"condition": "dense", "replicate": d.replicate.astype(int),
+                         "density": 1.0, "accuracy": 1 - d.error_a}).reset_index(drop=True)
+
+
+# -- the lottery mask -----------------------------------------------------------------------------
+def lottery_masks(pruned: Mapping[str, list[Run]], seed: int) -> tuple[Ref, Ref]:
+    """The hooks of the first PLATON run's mask (replicate 0: "the" mask, as the source has one)
+    and of a random mask of the same per-tensor density drawn from `seed`."""
+    from ..experiments.pruning import mask_of, random_like
+
+    ticket = mask_of(next(iter(pruned.values()))[0])
+    return ticket, random_like(ticket, seed)
+
+
+def lottery_studies(c: Config, finetuned: Setup, scratch: Setup, ticket: Ref,
+                    control: Ref) -> dict[str, Results]:
+    """Pairs of masked children, spawned from the dense trunks of the first `masked.n_inits`
+    replicates: the ticket (the mask on the fine-tuned trunk's weights at each `masked.steps`),
+    and at k = 0 its controls — a random mask of the same per-tensor density on the same trunk,
+    and the mask on the random initialization of the same seeds. Children of one replicate share
+    their seeds across the three, so each control is a matched pair."""
+    from ..experiments.study import spawn_study
+
+    kw = dict(n_inits=c.masked.n_inits, executor=c.executor)
+    return {"PLATON mask": spawn_study(replace(finetuned, child_hooks=(ticket,)),
+                                       c.masked.steps, **kw),
+            "random mask, same per-tensor density": spawn_study(
+                replace(finetuned, child_hooks=(control,)), [0], **kw),
+            "PLATON mask on a random init": spawn_study(replace(scratch, child_hooks=(ticket,)),
+                                                        [0], **kw)}
+
+
+def masked_table(studies: Mapping[str, Results]) -> pd.DataFrame:
+    """Per masked condition and spawn step: pairs, the children's accuracy, the error barrier
+    with its verdict and evaluation noise, and Frankle's I_E."""
+    rows = []
+    for name, r in studies.items():
+        noise = evaluation_noise(r)
+        for k in sorted(test_rows(r).spawn_step.unique()):
+            b = at_step(r, int(k))
+            acc = mean_at(r, "accuracy", int(k))
+            rows.append({"children": name, "k": int(k), "pairs": acc[2],
+                         "accuracy": pct(acc[0], acc[1], digits=1), "error barrier": pct(*b),
+                         "verdict": verdict(*b), "evaluation noise (SD)": pct(noise.get(k)),
+                         "I_E (Frankle)": pct(*at_step(r, int(k), column="instability_error"))})
+    return pd.DataFrame(rows)
+
+
+def ticket_rows(ticket: Results, pruning: pd.DataFrame, condition: str) -> tuple[pd.DataFrame,
+                                                                                   pd.DataFrame]:
+    """The ticket's pairs at k = 0 and the pruning runs of `condition`, as rows keyed by
+    replicate (for `paired`)."""
+    t = test_rows(ticket)
+    t = t[t.spawn_step == 0][["spawn_step", "replicate", "pair", "accuracy"]]
+    p = pruning[pruning.condition == condition].assign(spawn_step=0, pair=0)
+    return t, p[p.replicate.isin(t.replicate)][["spawn_step", "replicate", "pair", "accuracy"]]
+
+
+def lottery_table(studies: Mapping[str, Results], pruning: pd.DataFrame,
+                  platon: str) -> pd.DataFrame:
+    """The ticket against its controls and against the pruned network it came from: each
+    difference of test accuracy pair by pair (matched seeds), with its 95% CI."""
+    names = list(studies)
+    ticket = studies[names[0]]
+    rows = [{"comparison": f"ticket − {name}", "pairs": d[2], "accuracy difference": pct(d[0],
+             d[1], digits=1)} for name in names[1:]
+            for d in [paired(studies[name], ticket, "accuracy")]]
+    t, p = ticket_rows(ticket, pruning, platon)
+    d = paired(p, t, "accuracy")
+    rows.append({"comparison": f"ticket − {platon} (the run it came from)", "pairs": d[2],
+                 "accuracy difference": pct(d[0], d[1], digits=1)})
+    return pd.DataFrame(rows)
+
+
+# -- stability and prunability --------------------------------------------------------------------
+def prunability(studies: Mapping[str, Results], resamples: int = 2000,
+                seed: int = 0) -> dict[str, Any]:
+    """Do stability and prunability go together? Per pair of masked children: its error barrier
+    and the accuracy the children reach. Analysed only where some condition is unstable (its
+    whole barrier CI at or above the threshold): then Spearman's ρ over the pairs, with a
+    bootstrap 95% interval (pairs resampled within each condition, `resamples` draws from
+    `seed`). Returns the per-pair table, the verdicts, and ρ (nan when not analysed)."""
+    from scipy.stats import spearmanr
+
+    pairs = pd.concat([test_rows(r).assign(children=name) for name, r in studies.items()],
+                      ignore_index=True)
+    verdicts = {(name, int(k)): verdict(*at_step(r, int(k))) for name, r in studies.items()
+                for k in test_rows(r).spawn_step.unique()}
+    out = {"pairs": pairs, "verdicts": verdicts, "rho": float("nan"), "rho_ci": (math.nan,) * 2,
+           "unstable": [key for key, v in verdicts.items() if v == "unstable"]}
+    if not out["unstable"] or len(pairs) < 4:
+        return out
+    x, y = pairs.error_barrier.to_numpy(), pairs.accuracy.to_numpy()
+    out["rho"] = float(spearmanr(x, y).statistic)
+    rng = np.random.default_rng(seed)
+    groups = [np.flatnonzero((pairs.children == n).to_numpy()) for n in studies]
+    draws = []
+    for _ in range(resamples):
+        idx = np.concatenate([rng.choice(g, len(g)) for g in groups if len(g)])
+        draws.append(spearmanr(x[idx], y[idx]).statistic)
+    out["rho_ci"] = tuple(float(q) for q in np.nanpercentile(draws, [2.5, 97.5]))
+    return out
+
+
+def plot_prunability(analysis: Mapping[str, Any]) -> Any:
+    """Each pair of masked children: the accuracy they reach against their error barrier, one
+    colour per condition, with the threshold."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.6, 3.4), constrained_layout=True)
+    for i, (name, g) in enumerate(analysis["pairs"].groupby("children", sort=False)):
+        ax.scatter(g.error_barrier, g.accuracy, color=f"C{i}", s=18, label=name)
+    ax.axvline(STABLE_THRESHOLD, color="red", lw=1, ls=":",
+               label=f"{STABLE_THRESHOLD:.0%} threshold")
+    ax.set_xlabel("error barrier of the masked pair (test)")
+    ax.set_ylabel("accuracy of its children (test)")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(lambda v, _: f"{v:.0%}")
+    ax.legend(fontsize=7)
+    return fig
+
+
+# -- the page's widgets and timing ----------------------------------------------------------------
+def pair_slider(setup: Setup, results: Results, view: Any, k: int = 0, *, init: int = 0,
+                device: str = "cpu", title: str = "") -> Any:
+    """The α-slider of replicate `init`'s pair at spawn step `k` (`pair_runs`)."""
+    from ..book.widgets import alpha_slider
+
+    trunk, child = pair_runs(setup, init, k)
+    c = results.curves
+    curve = c[(c.spawn_step == k) & (c.replicate == init) & (c.pair == 0)]
+    with torch.random.fork_rng():
+        model = build(setup.net, setup.data_dir).to(device)
+    return alpha_slider(curve, model, trunk.weights(), child.weights(), view,
+                        title=title or f"{setup.model}, pair at k={k}")
+
+
+def step_timing(runs: Mapping[str, Run]) -> pd.DataFrame:
+    """Seconds per optimizer step of finished runs, from their `events.jsonl` (each stretch from
+    a start — init, spawn or resume — to `done`; checkpoint writes and logging included; wall
+    time of the worker, so a loaded machine shows in it)."""
     rows = []
     for name, run in runs.items():
         events = [json.loads(line) for line in (run.dir / "events.jsonl").read_text().splitlines()]
@@ -446,102 +853,246 @@ def step_timing(runs: dict[str, Any]) -> Any:
                 steps += end["step"] - start["step"]
                 seconds += end["time"] - start["time"]
         rows.append({"run": name, "steps timed": int(steps),
-                     "ms per step": 1e3 * seconds / steps if steps else float("nan")})
-    return pd.DataFrame(rows).set_index("run")
+                     "ms per step": f"{1e3 * seconds / steps:.0f}" if steps else "n/a"})
+    return pd.DataFrame(rows)
 
 
-# What Han & Zhu report (ViT-B/16 from the hub, CIFAR-10 at 224×224; test accuracy).
+# -- what differs, what was measured, the claims --------------------------------------------------
 SOURCE = "Han & Zhu"
-
-
+# What Han & Zhu report (ViT-B/16 from the hub, CIFAR-10 at 224×224; test accuracy).
 SOURCE_ACCURACY = {"dense": 0.98, "PLATON 20%": 0.953, "PLATON 5%": 0.937, "ticket 20%": 0.936}
 
 
-def _row(table: Any, run: str) -> float | None:
-    found = table[table.run == run]
-    return None if found.empty else float(found["test accuracy"].iloc[0])
+def deviations(c: Config, finetuned: Setup) -> pd.DataFrame:
+    """What differs from the source, one row per deviation (`report.deviations_table`)."""
+    from ..book.report import deviations_table
+
+    ft, shape = c.finetune, vit_shape(c.shape)
+    epochs = finetuned.total_steps / finetuned.steps_per_epoch
+    pruning = parse_steps(c.pruning.max_steps, finetuned.steps_per_epoch)
+    masked_later = [k for k in finetuned.steps(c.masked.steps) if k > 0]
+    own = c.pretrained == OWN
+    rows = [
+        ("pretrained model", "the hub's ViT-B/16 (85.8M parameters), ImageNet-21k",
+         (f"{c.shape} ({shape.hidden_size} wide, {shape.num_layers} layers, patch "
+          f"{shape.patch_size}) pretrained here for {c.pretrain.steps:,} steps on Tiny "
+          "ImageNet-20 (10,000 images)") if own else c.pretrained,
+         "far lower accuracies; a weaker source, so the transfer is shown, not assumed"),
+        ("images", "224×224, the processor's normalization",
+         f"{shape.image_size}×{shape.image_size}, the dataset's statistics",
+         "a smaller input; the same augmentation"),
+        ("fine-tuning length", "8 epochs",
+         f"{finetuned.total_steps:,} steps of {ft.batch_size} ({epochs:.2f} epochs), chosen "
+         "by the pilot", "children have less time to drift apart (the pilot shows how the "
+         "barrier grows with length)"),
+        ("learning rate", "AdamW 2·10⁻⁴, no schedule given",
+         f"AdamW {ft.lr:g}, {ft.schedule}, {ft.warmup_steps} warm-up steps"
+         + (", chosen by the pilot" if ft.lr != 2e-4 else " (the source's)"),
+         "the pilot measures both rates" if ft.lr != 2e-4 else "none"),
+        ("weight decay", "not given (torch's AdamW default is 0.01)", f"{ft.weight_decay:g}",
+         "none at this length: the decay multiplies weights by "
+         f"{(1 - ft.lr * ft.weight_decay) ** finetuned.total_steps:.4f} over the run"),
+        ("batch size", "not given", str(ft.batch_size), "SGD noise per step"),
+        ("pairs", "two children spawned at k", "the trunk at its end and one child spawned at "
+         "k (the same distribution)", "two runs per pair instead of three"),
+        ("replicates", "one pair per figure", f"{c.n_inits} pairs per start, 95% t-intervals, "
+         "differences at matched seeds", "verdicts with confidence intervals"),
+        ("evaluation", "the test set",
+         f"{_images(c.eval_iters, c.eval_batch)} test and "
+         f"{_images(c.train_eval_iters, c.eval_batch)} train images, {c.n_alpha} α; the "
+         "error barrier's bootstrap SD shown", "a barrier known to its evaluation noise"),
+        ("pruning", "4 of the 8 epochs, density reached by the end of epoch 3",
+         f"{pruning:,} steps (half the fine-tuning), the final density held for the last "
+         f"{parse_steps(c.pruning.final_warmup, finetuned.steps_per_epoch)}; "
+         f"{c.pruning.n_inits} replicates", "the same schedule, scaled"),
+        ("the lottery ticket's optimizer",
+         "the mask on the pretrained weights, retrained (weights and gradients zeroed)",
+         "children spawned from the dense trunk at k with the mask kept after every step; at "
+         "k = 0 their AdamW moments are zero (a fresh optimizer)"
+         + (f"; at k = {', '.join(map(str, masked_later))} they continue the dense trunk's "
+            "moments and schedule" if masked_later else ""),
+         "none at k = 0; at k > 0 BERT-Tickets and open_lth start a fresh optimizer at the "
+         "rewind point, this book does not" if masked_later else
+         "none: the book's masked children all start at k = 0"),
+        ("masks", "one mask", f"one mask, from replicate 0's {SCORE_NAMES[c.pruning.scores[0]]} "
+         f"{c.pruning.densities[0]:.0%} run, in every replicate",
+         "the CI covers training noise, not the noise of finding the mask"),
+    ]
+    return deviations_table(rows)
+
+
+def _images(iters: int | str, batch: int) -> str:
+    return "all" if iters == "all" else f"{iters * batch:,}"
 
 
 def summary(c: Config, measured: Mapping[str, Any]) -> dict[str, str]:
-    """The numbers the chapter's prose states. `measured`: `spawn`, the "fine-tuned" and "from
-    scratch" spawn studies; `length`: `pretraining_length`; `pruning`: the pruning table (first
-    row dense); `masked`: spawn studies of masked children, the first of the fine-tuned model
-    with the PLATON mask; its controls at k = 0: a `random` mask of the same per-layer density,
-    and the same mask on a random initialization (`reinit`)."""
-    results, length, pruning = measured["spawn"], measured["length"], measured["pruning"]
-    masked, random, reinit = measured["masked"], measured["random"], measured["reinit"]
-    from scipy.stats import spearmanr
-
-    out = {}
-    for key, name in (("ft", "fine-tuned"), ("scratch", "from scratch")):
-        r = results[name]
-        ks = sorted(r.barriers.spawn_step.unique())
-        first, last = at_step(r, int(ks[0])), at_step(r, int(ks[-1]))
-        out |= {f"{key}_k0": pct(*first), f"{key}_k0_verdict": verdict(*first),
-                f"{key}_klast": f"{pct(*last)} at k = {ks[-1]} ({verdict(*last)})",
-                f"{key}_acc": pct(*accuracy(r), digits=1), f"{key}_kstar": k_star_text(r.onset())}
-    out["length"] = "; ".join(f"{step} steps: {pct(*at_step(r, 0))} ({verdict(*at_step(r, 0))})"
-                              for step, r in length.items()) or "not measured"
-    out["pruning"] = "; ".join(f"{run} {acc:.1%}"
-                               for run, acc in zip(pruning.run, pruning["test accuracy"]))
-    for key, r in (("ticket", next(iter(masked.values()))), ("random", random),
-                   ("reinit", reinit)):
-        t = stability_and_accuracy(r)
-        first = t[t.k == t.k.min()].iloc[0]
-        out[f"{key}_acc"] = pct(first.accuracy, first.accuracy_ci, digits=1)
-    points = [(name, row) for name, r in masked.items()
-              for row in stability_and_accuracy(r).itertuples()]
-    out["prunability"] = "; ".join(
-        f"{name}, k = {r.k}: {r.accuracy:.1%} at instability {pct(r.instability, r.instability_ci)}"
-        for name, r in points)
-    rho = (spearmanr([r.instability for _, r in points], [r.accuracy for _, r in points]).statistic
-           if len(points) > 2 else float("nan"))
-    out["rho"] = f"{rho:.2f} over {len(points)} points"
+    """The numbers the chapter's prose states. `measured`: `spawn` ({"fine-tuned", "from
+    scratch"}: `pair_study`s), `pruning` (`pruning_results`), `masked` (`lottery_studies`),
+    `prunability` (`prunability`), `source_accuracy`, `pilot` (`pilot_summary`, or None)."""
+    spawn, pruning, masked = measured["spawn"], measured["pruning"], measured["masked"]
+    ft, sc = spawn["fine-tuned"], spawn["from scratch"]
+    out: dict[str, str] = {}
+    for key, r in (("ft", ft), ("scratch", sc)):
+        b = at_step(r, 0)
+        noise = evaluation_noise(r).get(0, float("nan"))
+        acc = mean_at(r, "accuracy")
+        out |= {f"{key}_k0": pct(*b), f"{key}_k0_verdict": verdict(*b),
+                f"{key}_noise": pct(noise), f"{key}_acc": pct(acc[0], acc[1], digits=1),
+                f"{key}_n": str(acc[2])}
+    gap = paired(ft, sc, "error_barrier")
+    transfer = paired(sc, ft, "accuracy")
+    out["gap"] = pct(gap[0], gap[1])
+    out["transfer"] = pct(transfer[0], transfer[1], digits=1)
+    out["transfer_verdict"] = ("transfers" if transfer[0] - transfer[1] > 0.05 else
+                               "does not transfer" if transfer[0] + transfer[1] < 0.05 else
+                               "may or may not transfer")
+    src = measured.get("source_accuracy")
+    out["source_acc"] = pct(*src, digits=1) if src else "n/a (pretrained elsewhere)"
+    out["answer"] = (f"children fine-tuned from the pretrained ViT are {out['ft_k0_verdict']} at "
+                     f"k = 0 (error barrier {out['ft_k0']}), children of a random initialization "
+                     f"are {out['scratch_k0_verdict']} ({out['scratch_k0']}); n = {out['ft_n']} "
+                     "pairs each")
+    for name in pruning.condition.unique():
+        if name != "dense":
+            cost = pruning_cost(pruning, name)
+            out[f"cost_{name.replace(' ', '_').replace('%', '')}"] = pct(cost[0], cost[1],
+                                                                          digits=1)
+    names = list(masked)
+    for key, name in zip(("ticket", "random", "reinit"), names):
+        acc = mean_at(masked[name], "accuracy")
+        out[f"{key}_acc"] = pct(acc[0], acc[1], digits=1)
+    for key, name in zip(("vs_random", "vs_reinit"), names[1:]):
+        d = paired(masked[name], masked[names[0]], "accuracy")
+        out[f"ticket_{key}"] = pct(d[0], d[1], digits=1)
+    out["prunability"] = prunability_text(measured["prunability"])
+    pilot = measured.get("pilot")
+    out["pilot"] = (pilot_text(pilot) if pilot is not None else "Not measured: the pilot has "
+                    "not been run, so this section has no answer along the length yet")
+    setup = measured["finetuned"]
+    with torch.random.fork_rng():
+        net = build(setup.net, setup.data_dir)
+    out["params"] = f"{sum(t.numel() for t in net.parameters()) / 1e6:.2f} million"
+    out["epochs"] = f"{_epochs(measured):.2f}"
+    out["test_images"] = _images(c.eval_iters, c.eval_batch)
     return out
 
 
+def _epochs(measured: Mapping[str, Any]) -> float:
+    setup = measured["finetuned"]
+    return setup.total_steps / setup.steps_per_epoch
+
+
+def prunability_text(analysis: Mapping[str, Any]) -> str:
+    """What the stability-and-prunability analysis found, or why it is not shown."""
+    if not analysis["unstable"]:
+        pairs = analysis["pairs"]
+        return (f"not analysed: no masked condition is unstable (the largest pair's error "
+                f"barrier is {pct(pairs.error_barrier.max())}), so there is no unstable "
+                "network to set against the stable ones — the source could not prune one either")
+    lo, hi = analysis["rho_ci"]
+    return (f"Spearman's ρ between a pair's error barrier and its children's accuracy is "
+            f"{analysis['rho']:.2f} (bootstrap 95% interval {lo:.2f} to {hi:.2f}) over "
+            f"{len(analysis['pairs'])} pairs; the unstable condition(s): "
+            + ", ".join(f"{name} at k = {k}" for name, k in analysis["unstable"])
+            + " — a comparison across conditions, not within one")
+
+
+def pilot_text(pilot: pd.DataFrame) -> str:
+    """The pilot's answer in one sentence: the barrier at k = 0 at the longest length, per start
+    and learning rate."""
+    longest = pilot[pilot.steps == pilot.steps.max()]
+    parts = [f"{r.start} at lr {r.lr:g}, {pct(r.error_barrier, r.error_barrier_ci)} "
+             f"({r.verdict})" for r in longest.itertuples()]
+    return (f"After {int(longest.steps.iloc[0]):,} steps ({longest.epochs.iloc[0]:.2f} epochs) "
+            "the error barrier of pairs spawned at k = 0 is: " + "; ".join(parts))
+
+
 def claims(c: Config, measured: Mapping[str, Any]) -> list[Claim]:
-    """Han & Zhu's statements (and Frankle et al.'s) against this chapter's measurements
-    (`measured` as for `summary`)."""
-    results, pruning, masked = measured["spawn"], measured["pruning"], measured["masked"]
-    random, reinit = measured["random"], measured["reinit"]
-    def gap(a: float | None, b: float | None) -> float | None:
-        return None if a is None or b is None else a - b
+    """Han & Zhu's statements (and Frankle et al.'s, Zhang et al.'s) against this chapter's
+    measurements (`measured` as for `summary`)."""
+    spawn, pruning, masked = measured["spawn"], measured["pruning"], measured["masked"]
+    ft, sc = spawn["fine-tuned"], spawn["from scratch"]
+    scale = (f"a {vit_shape(c.shape).hidden_size}-wide ViT pretrained here, fine-tuned "
+             f"{_epochs(measured):.2f} epochs; the source: the hub's ViT-B/16 for 8")
+    names = list(masked)
+    ticket = masked[names[0]]
+    platon = f"PLATON {c.pruning.densities[0]:.0%}"
 
-    dense, platon = _row(pruning, "dense"), _row(pruning, "PLATON 20%")
-    first = {name: stability_and_accuracy(r).iloc[0] for name, r in
-             (("ticket", next(iter(masked.values()))), ("random", random), ("reinit", reinit))}
+    def n_of(x: tuple[float, float, int]) -> tuple[float, float]:
+        return x[0], x[1]
 
-    def beats(control: str) -> tuple[float, float]:
-        a, b = first["ticket"], first[control]
-        return float(a.accuracy - b.accuracy), float(np.hypot(a.accuracy_ci, b.accuracy_ci))
+    def barrier(r: Results) -> dict[str, Any]:
+        m, ci = at_step(r, 0)
+        return {"measured": m, "ci": ci, "n": mean_at(r, "error_barrier")[2]}
 
-    scale = ("the book fine-tunes a 0.5M-parameter ViT pretrained here for a fraction of an epoch; "
-             "the source, the hub's ViT-B/16 for 8 epochs")
     src = SOURCE_ACCURACY
-    return [
-        Claim(SOURCE, "children fine-tuned from the pretrained ViT are linearly connected (test "
-              "loss even falls along the path)", "test I_E at k = 0",
-              *at_step(results["fine-tuned"], 0), "stable", scale),
-        Claim(SOURCE, "children of a random initialization are not: the loss peaks near α = 0.5 "
-              "at over twice the endpoints' mean", "test I_E at k = 0",
-              *at_step(results["from scratch"], 0), "unstable", scale),
-        Claim(SOURCE, "PLATON to 20% density costs 2.7 points of test accuracy (95.3% vs 98%)",
-              "dense − PLATON 20%", gap(dense, platon), None,
-              f"≈{src['dense'] - src['PLATON 20%']:.3f}±0.02", "pruned for half the dense "
-              "fine-tuning, as the source did; " + scale),
-        Claim(SOURCE, "PLATON to 5% density costs 4.3 points (93.7%)", "dense − PLATON 5%",
-              gap(dense, _row(pruning, "PLATON 5%")), None,
-              f"≈{src['dense'] - src['PLATON 5%']:.3f}±0.02", scale),
-        Claim(SOURCE, "the 20% mask on the pretrained weights, retrained, reaches 93.6%, 1.7 "
-              "points below PLATON's own 20% network", "ticket − PLATON 20%",
-              gap(float(first["ticket"].accuracy), platon), None,
-              f"≈{src['ticket 20%'] - src['PLATON 20%']:.3f}±0.02",
-              "the ticket trains as long as the dense model, PLATON half as long"),
-        Claim("Frankle et al. 2020", "a pruning mask beats a random mask of the same per-layer "
-              "density", "ticket − random mask at k = 0", *beats("random"), ">0",
-              "CI: the two accuracies' CIs combined in quadrature"),
-        Claim("Frankle et al. 2020", "a mask needs the weights it was found on: on a random "
-              "initialization it does worse", "ticket − same mask reinitialized",
-              *beats("reinit"), ">0", "CI: the two accuracies' CIs combined in quadrature"),
+    out = [
+        Claim(SOURCE, "children fine-tuned from the pretrained ViT are linearly connected",
+              "error barrier (test) at k = 0", **barrier(ft), rule="stable", note=scale),
+        Claim(SOURCE, "… test loss even falls along the path", "loss barrier (test) at k = 0",
+              *n_of(mean_at(ft, "loss_barrier")), "<0", scale, percent=False,
+              n=mean_at(ft, "loss_barrier")[2]),
+        Claim(SOURCE, "children of a random initialization are not", "error barrier (test) at "
+              "k = 0", **barrier(sc), rule="unstable", note=scale),
+        Claim(SOURCE, "… their loss peaks near α = 0.5 at over twice the endpoints' mean",
+              "peak test loss / ends' mean at k = 0", *n_of(mean_at(sc, "loss_peak_ratio")),
+              ">2", scale, percent=False, n=mean_at(sc, "loss_peak_ratio")[2]),
+        Claim(SOURCE, "fine-tuned children are more connected than children from scratch",
+              "scratch − fine-tuned error barrier, matched seeds",
+              *n_of(paired(ft, sc, "error_barrier")), ">0", "the contrast the source draws",
+              n=paired(ft, sc, "error_barrier")[2]),
+        Claim("this chapter's premise", "the pretrained source transfers: fine-tuned children "
+              "are at least 5 points more accurate than children from scratch",
+              "fine-tuned − scratch test accuracy, matched seeds",
+              *n_of(paired(sc, ft, "accuracy")), ">0.05",
+              "the source's 98% after 8 epochs; without transfer the contrast means little",
+              n=paired(sc, ft, "accuracy")[2]),
     ]
+    for name in (f"PLATON {d:.0%}" for d in c.pruning.densities):
+        if name in src and name in set(pruning.condition):
+            cost = pruning_cost(pruning, name)
+            out.append(Claim(SOURCE, f"{name} costs {src['dense'] - src[name]:.1%} of test "
+                             f"accuracy ({src[name]:.1%} vs {src['dense']:.0%})",
+                             f"dense − {name}, same trunk", cost[0], cost[1],
+                             f"≈{src['dense'] - src[name]:.3f}±0.02",
+                             "pruned for half the dense fine-tuning, as the source; " + scale,
+                             n=cost[2]))
+    t, p = ticket_rows(ticket, pruning, platon)
+    d = paired(p, t, "accuracy")
+    out.append(Claim(SOURCE, f"the {c.pruning.densities[0]:.0%} mask on the pretrained weights, "
+                     "retrained, reaches 93.6%, 1.7 points below PLATON's own network",
+                     f"ticket − {platon}, same replicate", d[0], d[1],
+                     f"≈{src['ticket 20%'] - src['PLATON 20%']:.3f}±0.02",
+                     "the ticket trains as long as the dense model, PLATON half as long",
+                     n=d[2]))
+    for name, statement in zip(names[1:], (
+            "a pruning mask beats a random mask of the same per-layer density",
+            "a mask needs the weights it was found on: on a random initialization it does "
+            "worse")):
+        d = paired(masked[name], ticket, "accuracy")
+        out.append(Claim("Frankle et al. 2020", statement, f"ticket − {name}, matched seeds",
+                         d[0], d[1], ">0", "children at k = 0; one mask", n=d[2]))
+    magnitude = f"magnitude {c.pruning.densities[0]:.0%}"
+    if magnitude in set(pruning.condition):
+        rows = pruning[pruning.condition.isin([platon, magnitude])].assign(spawn_step=0)
+        d = paired_difference(rows[rows.condition == magnitude], rows[rows.condition == platon],
+                              "accuracy", on=("spawn_step", "replicate")).iloc[0]
+        out.append(Claim("Zhang et al. 2022", f"PLATON keeps more accuracy than magnitude "
+                         f"pruning (at {c.pruning.densities[0]:.0%} density)",
+                         f"{platon} − {magnitude}, same trunk", float(d.accuracy),
+                         float(d.accuracy_ci95), ">0", "the same cubic schedule", n=int(d.n)))
+    analysis = measured["prunability"]
+    out.append(Claim(f"{SOURCE} (open question)", "do stability and prunability go together? "
+                     "(more unstable masked pairs reach lower accuracy)",
+                     "Spearman's ρ, barrier vs accuracy, per masked pair",
+                     analysis["rho"] if analysis["unstable"] else None,
+                     _half_width(analysis["rho"], analysis["rho_ci"]), "<0",
+                     prunability_text(analysis), percent=False))
+    return out
+
+
+def _half_width(rho: float, interval: tuple[float, float]) -> float | None:
+    """The larger distance from ρ to an end of its bootstrap interval (a symmetric CI that
+    holds the percentile interval)."""
+    lo, hi = interval
+    return None if math.isnan(lo) else max(rho - lo, hi - rho)

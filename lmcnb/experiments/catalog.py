@@ -301,3 +301,20 @@ def _mask(data_dir: Any, digest: str, path: str):
     from ..prune.mask import MaskHook, load_mask
 
     return MaskHook(load_mask(path, digest))
+
+
+@register("model", "mlp")
+def _mlp(data_dir: Any, hidden: tuple[int, ...], num_classes: int, in_features: int = 784,
+         norm: str | None = None):
+    """An image MLP (`lmcnb.models.mlp.MLP`) with hidden layers of the widths `hidden`."""
+    from ..models.mlp import MLP
+
+    return MLP(in_features, tuple(hidden), num_classes, norm)
+
+
+@register("model", "convnet")
+def _convnet(data_dir: Any, width: int, num_classes: int):
+    """The VGG-like BatchNorm CNN of `lmcnb.models.convnet` at width multiplier `width`."""
+    from ..models.convnet import convnet
+
+    return convnet(width, num_classes)

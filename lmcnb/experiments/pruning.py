@@ -33,15 +33,38 @@ def platon_hook(setup: Any, final_density: float, *, score: str = "platon",
 def pruned_runs(setup: Any, hooks: Mapping[str, Any], executor: Any = "serial") -> dict[str, Any]:
     """{name: trunk 0 of `setup` trained with `hooks[name]`} (e.g. `platon_hook`s), finished: on
     `executor` (with its thread budget; in parallel on a Dask cluster)."""
+    return {name: runs[0] for name, runs in pruned_replicates(setup, hooks, 1, executor).items()}
+
+
+def pruned_replicates(setup: Any, hooks: Mapping[str, Any], n_inits: int,
+                      executor: Any = "serial") -> dict[str, list[Any]]:
+    """{name: [trunks 0 … n_inits − 1 of `setup` trained with `hooks[name]`]}, finished on
+    `executor`. Trunk i has the seeds of `setup`'s dense trunk i (its head, data order and
+    augmentation): a pruned run and the dense run of the same replicate are a matched pair."""
     from dataclasses import replace
 
     from .executors import Task, get_executor
     from .runs import Run
 
-    runs = {name: replace(setup, hooks=(hook,)).trunk(0) for name, hook in hooks.items()}
-    tasks = [Task(f"train-{run.spec.run_id}", Run.ensure_trained, (run,)) for run in runs.values()]
+    runs = {name: [replace(setup, hooks=(hook,)).trunk(i) for i in range(n_inits)]
+            for name, hook in hooks.items()}
+    tasks = [Task(f"train-{run.spec.run_id}", Run.ensure_trained, (run,))
+             for replicates in runs.values() for run in replicates]
     get_executor(executor).run(tasks, [t.key for t in tasks])
     return runs
+
+
+def run_accuracies(setup: Any, runs: list[Any], executor: Any = "serial") -> list[float]:
+    """`accuracy_of` the final weights of each finished run in `runs`, as tasks on `executor`."""
+    from .executors import Task, get_executor
+
+    tasks = [Task(f"accuracy-{run.spec.run_id}-{i}", _run_accuracy, (setup, run))
+             for i, run in enumerate(runs)]
+    return get_executor(executor).run(tasks, [t.key for t in tasks])
+
+
+def _run_accuracy(setup: Any, run: Any) -> float:
+    return accuracy_of(setup, finished_weights(run))
 
 
 def finished_weights(run: Any) -> dict[str, torch.Tensor]:
