@@ -224,7 +224,7 @@ LAYOUT = """([sliderClass, maxGap]) => {
   const code = c => [...c.querySelectorAll(".cell_input pre")];
   const setup = [...article.querySelectorAll("div.cell")].filter(c =>
     c.matches(".tag_parameters, .tag_injected-parameters")
-    || code(c).some(p => p.textContent.includes("lmcnb.colab.setup(")));
+    || code(c).some(p => p.textContent.includes("lmcnb.book.colab.setup(")));
   const openSetup = setup.filter(c => code(c).some(shown));
 
   // The tallest vertical stretch of each output area with no text, image or control in it.
