@@ -51,14 +51,16 @@ PROFILES = {
                   k2_steps=[100, "1ep"],
                   train={m: dict(batch_size=r["batch_size"], max_steps=f"{r['epochs']}ep",
                                  patience=3) for m, r in RECIPES.items()}),
-    "book": dict(model="all", n_children=2, n_inits={"lenet5": 3, "reduced_vgg": 2, "alexnet": 2},
+    # Five initializations per network where the verdicts are drawn (k = 0 and one later k);
+    # the training lengths are what that leaves of a 20-minute budget on two cores.
+    "book": dict(model="all", n_children=2, n_inits=5,
                  n_alpha=11, eval_iters={"lenet5": 3, "reduced_vgg": 2, "alexnet": 1},
                  eval_batch=1000, holdout=0.1, seed=0, bn_reset=True,
-                 spawn_steps={"lenet5": [0, 20, 100], "reduced_vgg": [0, 75], "alexnet": [0, 150]},
+                 spawn_steps={"lenet5": [0, 20, 100], "reduced_vgg": [0, 75], "alexnet": [0, 100]},
                  k1_steps={"lenet5": [0, 30, 100]}, k2_steps={"lenet5": [30, 150]},
                  train={"lenet5": dict(batch_size=128, max_steps=300),  # 0.6 epochs
                         "reduced_vgg": dict(batch_size=64, max_steps=300),  # 0.4 epochs
-                        "alexnet": dict(batch_size=32, max_steps=600)}),  # 1.9 epochs
+                        "alexnet": dict(batch_size=32, max_steps=400)}),  # 1.3 epochs
     "smoke": dict(model="all", n_children=2, n_inits=1, n_alpha=5, eval_iters=1, eval_batch=100,
                   holdout=0.1, seed=0, bn_reset=True, spawn_steps=[0, 4],
                   k1_steps={"lenet5": [0, 4]}, k2_steps={"lenet5": [4]},

@@ -146,15 +146,18 @@ PROFILES = {
                   spawn_steps=[0, 100, 400, "1ep", "2ep", "3ep", "4ep", "5ep", "6ep", "7ep"],
                   n_inits=3, n_alpha=21, eval_iters="all", eval_tokens=8192,
                   noise=["data_order", "dropout", "both"], noise_steps=[0, "1ep"], seed=0),
-    # An estimate, not yet a pilot's measurement (benchmarks/pilot.py ptb makes one): a step of
-    # 16 × 35 tokens takes ≈ 0.12 s on one core (benchmarks/train_step.py). Per initialization
-    # the trunk trains 300 steps of the first epoch (1,659 steps), the children of the 6 spawn
-    # steps 2 × Σ(300 − k) = 3,292 and the three ablation sources at most 3 × 2 × (300 + 260) =
-    # 3,360: ≈ 7,000 steps, 3 inits ≈ 21 minutes on two cores, plus ≈ 4 minutes of evaluation.
-    "book": dict(model=SEED_MODEL, train=dict(SEED_RECIPE, length=300), eos=True, batch_size=16,
+    # Sized by the pilot (benchmarks/pilots/ptb_transformer.csv, 2 inits at 150 and 300 steps):
+    # a step of 16 × 35 tokens takes 226 ms of one core; every path is convex (the relative
+    # perplexity barrier −2% to −4% in all 6 pairs, its evaluation noise 0.5%), R is the gap
+    # between the ends, 0.07–3.7% per pair. The barrier claims need few replicates, R's spread
+    # (SD ≈ 1.7 points) needs more: 5 inits of 150 steps, children at k = 0 and 40, and the two
+    # one-stream noise sources at k = 0 ("both" is the spawn study's own pairs) are
+    # 5 × (150 + 2 × (150 + 110) + 2 × 2 × 150) = 6,350 steps ≈ 12 minutes on two cores, plus
+    # ≈ 3 minutes of evaluation. Longer training costs replicates: 300 steps allows 3.
+    "book": dict(model=SEED_MODEL, train=dict(SEED_RECIPE, length=150), eos=True, batch_size=16,
                  eval_streams=10, bptt=35, train_chunks=None, valid_chunks=7, endpoint="final",
-                 spawn_steps=[0, 4, 10, 20, 40, 80], n_inits=3, n_alpha=11, eval_iters=1,
-                 eval_tokens=4096, noise=["data_order", "dropout", "both"], noise_steps=[0, 40],
+                 spawn_steps=[0, 40], n_inits=5, n_alpha=11, eval_iters=1,
+                 eval_tokens=4096, noise=["data_order", "dropout", "both"], noise_steps=[0],
                  seed=0),
     "smoke": dict(model=dict(SEED_MODEL, d_model=16, d_ff=16, n_layer=1),
                   train=dict(SEED_RECIPE, length="2ep"), eos=True, batch_size=16, eval_streams=10,
