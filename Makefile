@@ -44,7 +44,7 @@ js: node_modules/.package-lock.json
 # cluster's start-up outweighs its 12-step runs.
 book: env accepted js
 	$(BIN)/python -m lmcnb.book.execute --profile book --out _build/executed --build \
-	  -p executor '"local"'
+	  --executor local
 
 # Unit tests, every chapter at the smoke profile (whose run and study folders must keep their
 # pinned names: tests/test_identity.py), then the executed copies re-run under nbval

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from ..core.files import atomic_write
-from ..experiments.sweep import check_names
+from ..experiments.sweep import check_names, notebook_parameters
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -170,6 +170,12 @@ def build(executed: Path) -> Path:
     return HTML
 
 
+def executor_of(chapter: str, executor: str | None) -> dict[str, str]:
+    """`{"executor": executor}` for a chapter whose parameters name one, else nothing."""
+    takes = "executor" in notebook_parameters(REPO / "notebooks" / f"{chapter}.ipynb")
+    return {"executor": executor} if executor is not None and takes else {}
+
+
 def main(argv: list[str] | None = None) -> None:
     """`python -m lmcnb.book.execute`: execute chapters, then build the book."""
     ap = argparse.ArgumentParser(description=__doc__,
@@ -177,6 +183,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--profile", default="book", choices=("smoke", "book", "paper"))
     ap.add_argument("--out", type=Path, required=True, help="folder of the executed notebooks")
     ap.add_argument("--only", nargs="*", default=list(CHAPTERS), help="chapters to run")
+    ap.add_argument("--executor", help="where runs train, for every chapter that takes an "
+                    "executor (pages that train nothing in parallel have none)")
     ap.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "JSON"),
                     help="extra parameter, value as JSON (e.g. -p n_inits 3)")
     ap.add_argument("--build", action="store_true",
@@ -195,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
             ap.error(str(exc))
     for chapter in chapters:
         start = time.time()
-        execute(chapter, args.out, args.profile, **params)
+        execute(chapter, args.out, args.profile, **params, **executor_of(chapter, args.executor))
         print(f"{chapter}: executed at profile {args.profile!r} in {time.time() - start:.0f} s",
               flush=True)
     if args.build:
