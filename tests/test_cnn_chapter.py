@@ -66,3 +66,11 @@ def test_execute_refuses_an_unknown_parameter_before_running_anything(tmp_path, 
               "-p", "n_child", "3"])
     assert "unknown parameter(s) ['n_child']" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_the_book_executor_goes_only_to_chapters_that_take_one():
+    from lmcnb.book.execute import CHAPTERS, executor_of
+
+    given = {c: executor_of(c, "local") for c in CHAPTERS}
+    assert given["measure_your_own"] == {} and given["cnn_baselines"] == {"executor": "local"}
+    assert all(executor_of(c, None) == {} for c in CHAPTERS)
