@@ -82,8 +82,8 @@ def trained(tmp_path_factory) -> dict[tuple[int, int], tuple[dict, dict]]:
     for m, child in children.items():
         stdout, stderr = child.communicate(timeout=300)
         assert child.returncode == 0, stderr[-3000:]
-        out[m] = json.loads(stdout.strip().splitlines()[-1]), torch.load(roots[m] / "weights.pt",
-                                                                       weights_only=True)
+        weights = torch.load(roots[m] / "weights.pt", weights_only=True)
+        out[m] = json.loads(stdout.strip().splitlines()[-1]), weights
     return out
 
 
