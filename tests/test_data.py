@@ -145,7 +145,17 @@ def test_fetch_bad_checksum(tmp_path, blob, which):
     dest = tmp_path / "out" / "blob.bin"
     with pytest.raises(ValueError, match=f"{which} mismatch.*expected 0+, got {good}"):
         fetch(blob.as_uri(), dest, **sums)
-    assert list(dest.parent.iterdir()) == []
+    assert not dest.parent.exists()  # nor the folder made for it
+
+
+def test_a_failed_download_leaves_no_empty_folders(tmp_path):
+    """A folder that held something before is kept; the ones made for the download go."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "other").write_text("kept")
+    with pytest.raises(OSError):
+        fetch((tmp_path / "absent").as_uri(), tmp_path / "data" / "mnist" / "raw" / "f.gz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+    assert [p.name for p in (tmp_path / "data").iterdir()] == ["other"]
 
 
 @pytest.mark.usefixtures("tmp_cache")

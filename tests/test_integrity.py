@@ -119,7 +119,8 @@ def test_an_emptied_done_record_is_rewritten_without_training(tmp_path, mnist_se
     assert all(torch.equal(v, weights[k]) for k, v in run.ensure_weights().items())
 
 
-def test_a_damaged_pretrained_folder_is_rebuilt(tmp_path, data_dir, offline):
+def test_a_damaged_or_deleted_pretrained_folder_is_rebuilt_and_said(tmp_path, data_dir, offline,
+                                                                    capsys):
     tok = Ref.of("tokenizer", "trained_bpe", corpus="ptb", vocab_size=300, chars=30_000)
     cfg = gpt_chapter.LMTrain.build(dict(batch_size=8, sim_batch_size=8, max_iters=4,
                                          warmup_steps=1, lr=3e-3, min_lr=3e-4)).recipe()
@@ -131,6 +132,10 @@ def test_a_damaged_pretrained_folder_is_rebuilt(tmp_path, data_dir, offline):
         _flip(folder / "model.safetensors")
         assert pretrained_models.pretrained_id(str(folder)) != good
         assert gpt_chapter.pretrain("Integrity", tok, "ptb", cfg, tmp_path, **kw) == folder
+        assert f"set aside {folder}" in capsys.readouterr().out
+        shutil.rmtree(folder)
+        assert gpt_chapter.pretrain("Integrity", tok, "ptb", cfg, tmp_path, **kw) == folder
+        assert f"re-made {folder}: it was missing" in capsys.readouterr().out
     finally:
         del gpt.GPT_CONFIGS["Integrity"]
     assert pretrained_models.pretrained_id(str(folder)) == good

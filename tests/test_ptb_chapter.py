@@ -207,6 +207,7 @@ def test_noise_ablation_table_takes_both_from_the_study(tmp_path, data_dir):
     ({"bptt": 0}, "bptt must be an integer >= 1"),
     ({"n_alpha": 30}, "n_alpha must be 11, 21, 31"),
     ({"noise_steps": [1]}, r"noise_steps \[1\] are not among the spawn steps \[0, 2\]"),
+    ({"noise_steps": []}, r"noise_steps is empty: give at least one step"),
     ({"model": {"d_model": 15, "n_head": 2, "d_ff": 16, "n_layer": 1, "dropout": 0.2}},
      r"model.d_model \(15\) must be a multiple of model.n_head"),
     ({"train_chunks": 100_000}, r"train_chunks=100000: the train split holds \d+ chunks .*at most"),

@@ -166,8 +166,12 @@ def _setup(model: str, c: Config, chapter: str) -> Setup:
               data_dir=c.data_dir, seed=c.seed, n_alpha=c.n_alpha,
               eval_iters=per_model(c.eval_iters, model), eval_batch_size=c.eval_batch,
               bn_reset=c.bn_reset, bn_reset_examples=2 * c.eval_batch)
-    for key in ("spawn_steps", "k1_steps", "k2_steps"):
-        s.steps(per_model(getattr(c, key), model) or [], key)
+    s.steps(per_model(c.spawn_steps, model), "spawn_steps")
+    grid = {key: s.steps(per_model(getattr(c, key), model) or [], key, optional=True)
+            for key in ("k1_steps", "k2_steps")}
+    if bool(grid["k1_steps"]) != bool(grid["k2_steps"]):
+        raise ValueError(f"{model}: k1_steps and k2_steps make one grid, give both or neither "
+                         f"(got k1_steps={grid['k1_steps']}, k2_steps={grid['k2_steps']})")
     return s
 
 

@@ -329,7 +329,7 @@ def pretrain(model: str, tokenizer: Ref, corpus: str, train: TrainConfig, runs_d
                 and tokenizer_id(load_tokenizer(str(folder))) == tokenizer_id(tok))
 
     with folder_lock(run.dir):
-        return publish(Path(runs_dir) / "pretrained" / spec.run_id, save, valid)
+        return publish(Path(runs_dir) / "pretrained" / spec.run_id, save, valid, run.dir)
 
 
 def finetune_setups(c: Config, source: str) -> dict[str, Setup]:

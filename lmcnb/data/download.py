@@ -18,10 +18,11 @@ def fetch(url: str, dest: Path, md5: str | None = None, sha256: str | None = Non
     """Download ``url`` to ``dest`` atomically, verifying the given checksums.
 
     The data goes to a temporary file next to ``dest``; it is renamed into place only
-    if every given checksum matches, and deleted otherwise (``ValueError``).
-    Network failures propagate as ``OSError`` (``urllib.error.URLError``).
+    if every given checksum matches, and deleted otherwise (``ValueError``), with the folders
+    made for it. Network failures propagate as ``OSError`` (``urllib.error.URLError``).
     """
     dest = Path(dest)
+    made = [p for p in (dest.parent, *dest.parent.parents) if not p.exists()]
     dest.parent.mkdir(parents=True, exist_ok=True)
     hashes = {"md5": hashlib.md5(), "sha256": hashlib.sha256()}
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
@@ -38,5 +39,9 @@ def fetch(url: str, dest: Path, md5: str | None = None, sha256: str | None = Non
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        for folder in made:  # deepest first; one another download filled is kept
+            if any(folder.iterdir()):
+                break
+            folder.rmdir()
         raise
     return dest

@@ -36,4 +36,4 @@ def publish_weights(run: Any, step: int, folder: Path,
 
     weights = run.weights(step)
     with folder_lock(run.dir):
-        return publish(folder, lambda tmp: save(weights, tmp), valid)
+        return publish(folder, lambda tmp: save(weights, tmp), valid, run.dir)

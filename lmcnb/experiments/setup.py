@@ -109,9 +109,13 @@ class Setup:
         """The length of training, in optimizer steps."""
         return parse_steps(self.train.max_steps, self.steps_per_epoch)
 
-    def steps(self, values: Sequence[int | str], name: str = "spawn steps") -> list[int]:
-        """Spawn steps as ints, checked against the length of training."""
+    def steps(self, values: Sequence[int | str], name: str = "spawn steps",
+              optional: bool = False) -> list[int]:
+        """Spawn steps as ints, checked against the length of training; an empty list is refused
+        unless the steps are `optional` (a study that is then not run)."""
         out = sorted({parse_steps(v, self.steps_per_epoch) for v in step_list(name, values)})
+        if not out and not optional:
+            raise ValueError(f"{name} is empty: give at least one step, e.g. [0]")
         beyond = [s for s in out if s > self.total_steps]
         if beyond:
             raise ValueError(f"spawn step(s) {beyond} are beyond the end of training "

@@ -5,6 +5,7 @@ that starts from pretrained weights.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 from collections.abc import Callable
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..core.files import set_aside
+from ..core.files import append_event, notice, set_aside
 
 
 def pretrained_id(source: str) -> str:
@@ -48,10 +49,13 @@ def check_digest(source: str, digest: str | None) -> None:
                          f"study was planned on {digest}: its weights changed in between")
 
 
-def publish(folder: Path, save: Callable[[Path], None], valid: Callable[[Path], bool]) -> Path:
+def publish(folder: Path, save: Callable[[Path], None], valid: Callable[[Path], bool],
+            log: Path) -> Path:
     """Make `folder` a valid pretrained folder: kept if `valid(folder)`, else written afresh by
     `save(tmp)` into a temporary folder beside it and renamed into place; a damaged folder is
-    moved to `<folder>.damaged`. Call it under the lock of the run whose weights it holds."""
+    moved to `<folder>.damaged`, a missing one that was published before is reported. Each
+    publication is an event in `log/events.jsonl` (the run whose weights it holds); call it under
+    that run's lock."""
     folder = Path(folder)
     if folder.is_dir() and valid(folder):
         return folder
@@ -62,5 +66,23 @@ def publish(folder: Path, save: Callable[[Path], None], valid: Callable[[Path], 
         raise RuntimeError(f"the pretrained folder written to {tmp} does not verify")
     if folder.exists():
         set_aside(folder, "it does not hold the run's weights", "it is written again")
+    elif published_before(log, folder):
+        notice(f"re-made {folder}: it was missing (published before, then deleted)")
     os.replace(tmp, folder)
+    append_event(log, "published", pretrained=folder.name)
     return folder
+
+
+def published_before(log: Path, folder: Path) -> bool:
+    """Whether `log/events.jsonl` records a publication of `folder` (by name)."""
+    events = Path(log) / "events.jsonl"
+    if not events.exists():
+        return False
+    for line in events.read_text().splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if event.get("event") == "published" and event.get("pretrained") == Path(folder).name:
+            return True
+    return False
