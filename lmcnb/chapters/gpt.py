@@ -181,7 +181,7 @@ PROFILES = {
                  train=dict(batch_size=16, sim_batch_size=16, max_iters=300, warmup_steps=30,
                             lr=3e-3, min_lr=3e-4, **ADAM),
                  spawn_steps=[0, 25, 100], eval_iters=2, eval_tokens=4096, n_alpha=30,
-                 n_inits=3, seed=0, prompt="ROMEO:\n", sample_tokens=100,
+                 n_inits=5, seed=0, prompt="ROMEO:\n", sample_tokens=100,
                  finetune=dict(enabled=True, source=OWN_PTB, model="CPUGPT", spawn_steps=[0],
                                n_pairs=5, eval_iters=1,
                                train=dict(batch_size=16, sim_batch_size=16, max_iters=150,

@@ -207,7 +207,7 @@ PROFILES = {
         pretrain=dict(steps=2000, batch_size=64, lr=1e-3, warmup_steps=100, schedule="cosine"),
         finetune=dict(batch_size=32, max_steps=BOOK_STEPS, lr=BOOK_LR, warmup_steps=0,
                       schedule="constant", weight_decay=0.01, log_every=10),
-        spawn_steps=[0], scratch_steps=[0], n_inits=5,
+        spawn_steps=[0], scratch_steps=[0], n_inits=7,
         pruning=dict(max_steps=BOOK_STEPS // 2, densities=[0.2, 0.05],
                      scores=["platon", "magnitude"], initial_warmup=BOOK_STEPS // 16,
                      final_warmup=BOOK_STEPS // 8, delta_t=10, beta1=0.85, beta2=0.95,
