@@ -124,3 +124,18 @@ def test_cells_deviations_and_single_run_ci():
     assert single_run_ci(0.01) == pytest.approx(0.0196)
     one = Claim("S", "s", "q", 0.005, single_run_ci(0.001), "stable")
     assert one.outcome() == "agrees" and one.to_decide() == ""
+
+
+def test_a_shown_table_is_the_same_bytes_in_every_process():
+    """pandas draws a Styler's HTML ids at random and its repr names an address: a table shown
+    twice (here, in one process and in another) must give one HTML and one plain text."""
+    import subprocess
+    import sys
+
+    code = ("import pandas as pd; from lmcnb.book.report import show; "
+            "s = show(pd.DataFrame({'a': [1, 2], 'b': ['x', 'y']})); "
+            "print(s.to_html()); print(repr(s))")
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True).stdout for _ in range(2)]
+    assert runs[0] == runs[1]
+    assert "0x" not in runs[0] and 'id="T_' in runs[0]

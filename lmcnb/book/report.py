@@ -6,6 +6,8 @@ is a `Claim` held as data, and the stability threshold is the one of `lmcnb.lmc.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -216,10 +218,26 @@ def outcome_counts(claims: Iterable[Claim]) -> dict[str, int]:
     return counts
 
 
-def show(table: pd.DataFrame, wrap: bool = True):
-    """`table` for the page: no index, numbers as given, long text wrapping inside its column
-    (`wrap`) so that no cell is cut off."""
-    styler = table.style.hide(axis="index")
+@functools.cache
+def _shown() -> type:
+    from pandas.io.formats.style import Styler  # jinja2: only where a table is shown
+
+    class Shown(Styler):
+        """A table as the page shows it; its HTML ids (pandas draws them at random) and its
+        plain text are functions of the table, so an executed notebook is the same wherever it
+        ran."""
+
+        def __repr__(self) -> str:
+            return self.data.to_string(index=False)
+
+    return Shown
+
+
+def show(table: pd.DataFrame, wrap: bool = True) -> Any:
+    """`table` for the page (a pandas `Styler`): no index, numbers as given, long text wrapping
+    inside its column (`wrap`) so that no cell is cut off; the same bytes for the same table."""
+    uuid = hashlib.sha256(table.to_csv().encode()).hexdigest()[:8]
+    styler = _shown()(table, uuid=uuid).hide(axis="index")
     return styler.set_table_attributes(f'class="dataframe lmcnb-table{" wrap" if wrap else ""}"')
 
 
