@@ -4,6 +4,7 @@ shapes.
 
     python benchmarks/align.py [--models mlp vgg11 lenet5 ...] [--repeats 3] [--seed 0]
     python benchmarks/align.py --device cuda          # lmcnb's float64 arithmetic on a GPU
+    python benchmarks/align.py --chapter runs --chapter-seconds 1353   # its share of a chapter
 
 The models: a 784-512-512-512-10 MLP (Git Re-Basin's MNIST MLP), a VGG11-shaped nn.Sequential for
 32×32 images (eight 3×3 convs 64…512 with ReLU and max-pools, one Linear; no BatchNorm, as in
@@ -36,6 +37,12 @@ else running changes the times.
 of each, the ratio without it, the objective Σ⟨W_A, π(W_B)⟩ of each and their relative difference
 (target ≤ 1e-6: the script exits with status 1 above it, after printing everything), and whether
 the permutations are identical.
+
+**`--chapter RUNS`** times instead lmcnb's weight matching on the trained pairs of the
+independent-initializations chapter at its `book` profile (the trunks in the runs folder `RUNS`,
+trained by executing the chapter) and multiplies each pair's time by the number of times the
+chapter matches that pair (`CALLS`): their sum against the chapter's wall time
+(`--chapter-seconds`) is the share of the chapter that weight matching takes.
 """
 from __future__ import annotations
 
@@ -225,6 +232,46 @@ def measure(name: str, repeats: int, seed: int, device: str) -> dict:
             "same": all(np.array_equal(ours.perms[k].numpy(), ref_perms[k]) for k in ref_perms)}
 
 
+# How often the chapter's book profile matches the weights of pair `i` of each setup
+# (lmcnb/chapters/independent.py): the main MLP and the CNNs with and without REPAIR, the other MLP
+# widths once, the CNNs' variance collapse, the narrower CNN's and GPT's first pair layer-wise, and
+# the transformers' LayerNorm-REPAIR study.
+CALLS = {"mlp": lambda i: 2, "mlp_*": lambda i: 1, "cnn": lambda i: 4, "cnn_wide": lambda i: 3,
+         "gpt": lambda i: 3 if i == 0 else 2, "ptb": lambda i: 2}
+
+
+def chapter_share(runs: Path, chapter_seconds: float | None) -> None:
+    """Weight matching's time in the independent chapter at `book` (see the docstring)."""
+    from lmcnb.chapters import independent as ind
+    from lmcnb.experiments.catalog import build
+
+    c = ind.Config.resolve("book", None, runs_dir=str(runs))
+    setups = ind.setups(c)
+    pairs = {"mlp": c.mlp.n_pairs, "cnn": c.cnn.n_pairs, "cnn_wide": c.cnn.wide_pairs,
+             "gpt": c.transformers.n_pairs, "ptb": c.transformers.n_pairs}
+    pairs |= {f"mlp_{w}": c.mlp.width_pairs for w in c.mlp.widths if w != c.mlp.width}
+    print("| setup | model | pairs | s per matching (mean) | matchings | total s |")
+    print("|---|---|---:|---:|---:|---:|")
+    total = 0.0
+    for key, n in pairs.items():
+        s = setups[key]
+        calls = CALLS["mlp_*" if key.startswith("mlp_") else key]
+        model = build(s.net, s.data_dir)
+        times = []
+        for i in range(n):
+            a, b = (s.trunk(2 * i + j).weights() for j in (0, 1))
+            start = time.perf_counter()
+            align.aligned_state(model, a, b, "weights", None, s.seed)
+            times.append(time.perf_counter() - start)
+        spent = sum(t * calls(i) for i, t in enumerate(times))
+        total += spent
+        print(f"| {key} | {s.model} | {n} | {np.mean(times):.3f} | "
+              f"{sum(calls(i) for i in range(n))} | {spent:.1f} |", flush=True)
+    share = f" of the chapter's {chapter_seconds:.0f} s: {total / chapter_seconds:.1%}" \
+        if chapter_seconds else ""
+    print(f"weight matching in the chapter: {total:.1f} s{share}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS),
@@ -233,11 +280,20 @@ def main(argv: list[str] | None = None) -> int:
                    help="timed repeats per way, after one warm-up (default 3)")
     p.add_argument("--seed", type=int, default=0, help="the order of the sweeps (default 0)")
     p.add_argument("--device", default="cpu", help="lmcnb's float64 arithmetic (default cpu)")
+    p.add_argument("--chapter", type=Path, default=None,
+                   help="a runs folder: time the independent chapter's matchings instead")
+    p.add_argument("--chapter-seconds", type=float, default=None,
+                   help="the chapter's measured wall time, for the share")
     args = p.parse_args(argv)
     if args.repeats < 1:
         p.error("need --repeats >= 1")
 
     load = os.getloadavg()
+    if args.chapter is not None:
+        print(f"{TASK_THREADS} torch thread(s); load average at start {load[0]:.2f}")
+        chapter_share(args.chapter, args.chapter_seconds)
+        print(f"load average at end {os.getloadavg()[0]:.2f}")
+        return 0
     print(f"torch {torch.__version__}, numpy {np.__version__}, {os.cpu_count()} CPUs; torch "
           f"threads {TASK_THREADS} (lmcnb's TASK_THREADS), OPENBLAS_NUM_THREADS="
           f"{os.environ['OPENBLAS_NUM_THREADS']}; lmcnb on {args.device}; load average at start "

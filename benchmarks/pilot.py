@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"wall {time.time() - start:.0f} s; rows in {out}")
     lm = setup.language_model
     cols = [*BARRIERS[lm], f"{BARRIERS[lm][0]}_eval_sd_1/1"]
-    cols += ["ppl_a", "rise", "gap"] if lm else ["error_a"]
+    cols += ["ppl_a", "rise", "gap"] if lm else []
     test = table[table.split == "test"]
     print(test.groupby(["k", "length"])[cols].agg(["mean", "std"]).round(4).to_string())
     print(table.groupby(["k", "length"])[["child_cpu_s", "eval_cpu_s"]].mean().round(1))

@@ -106,6 +106,37 @@ def test_channel_statistics_are_the_population_mean_and_std(pairs):
     assert torch.allclose(stats.std, y.std(0, correction=0), rtol=1e-5)
 
 
+@pytest.mark.parametrize("kind", NETS)
+def test_stopping_each_pass_at_the_layer_gives_the_same_bytes(kind, pairs):
+    model, state_a, _, data = pairs[kind]
+    model.load_state_dict(state_a)
+    layers = repair_layers(model)
+    for name in layers:
+        whole = channel_stats(model, data, [name], batch_size=100)[name]
+        early = channel_stats(model, data, [name], batch_size=100, stop=True)[name]
+        assert torch.equal(whole.mean, early.mean) and torch.equal(whole.std, early.std), name
+    repair = Repair(model, state_a, pairs[kind][2], data)
+    assert repair._stop  # every layer is called once per pass: REPAIR ends its passes early
+
+
+def test_a_layer_called_twice_per_pass_is_measured_over_the_whole_pass(pairs):
+    _, _, _, data = pairs[None]
+
+    class Twice(nn.Module):  # one Linear applied twice: its statistics need both calls
+        def __init__(self):
+            super().__init__()
+            self.inner = nn.Linear(784, 784)
+            self.head = nn.Linear(784, 10)
+
+        def forward(self, x):
+            return self.head(self.inner(self.inner(x.flatten(1)).relu()))
+
+    with RngStreams(Seeds(init=0)).active("init"):
+        a, b = Twice(), Twice()
+    repair = Repair(a, a.state_dict(), b.state_dict(), data, layers=["inner"])
+    assert not repair._stop
+
+
 def test_repair_rejects_bad_inputs(pairs):
     model, state_a, state_b, data = pairs[None]
     empty = TensorData(data.x[:0], data.y[:0])

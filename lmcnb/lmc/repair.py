@@ -81,14 +81,21 @@ def _channel_dim(module: nn.Module) -> int:
     return -1 if isinstance(module, (nn.Linear, nn.LayerNorm)) else 1
 
 
+class _Recorded(Exception):
+    """Ends a forward pass of `channel_stats(stop=True)` once every layer has been recorded."""
+
+
 @torch.no_grad()
 def channel_stats(model: nn.Module, data: TensorData, layers: Sequence[str],
-                  batch_size: int = 500) -> dict[str, ChannelStats]:
+                  batch_size: int = 500, *, stop: bool = False) -> dict[str, ChannelStats]:
     """Mean and std per channel of each layer's output over `data` (on the model's device), model
     in eval mode: each batch's `torch.var_mean` on the device, the batches combined in float64
-    on the CPU (Chan et al.: M₂ ← M₂ + n_b·v_b + δ²·n·n_b / (n + n_b), δ = m_b − m)."""
+    on the CPU (Chan et al.: M₂ ← M₂ + n_b·v_b + δ²·n·n_b / (n + n_b), δ = m_b − m). `stop`: end
+    each forward pass as soon as every layer has been recorded (the same numbers, less work;
+    only for layers the model calls once per pass)."""
     check_data("data", data)
     sums: dict[str, list] = {name: [0, 0.0, 0.0] for name in layers}  # n, mean, M₂
+    pending: set[str] = set()
 
     def hook(name: str, dim: int):
         def record(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
@@ -99,6 +106,9 @@ def channel_stats(model: nn.Module, data: TensorData, layers: Sequence[str],
             delta = mean - m
             sums[name] = [n + nb, m + delta * nb / (n + nb), m2 + var * nb + delta.square() *
                           n * nb / (n + nb)]
+            pending.discard(name)
+            if stop and not pending:
+                raise _Recorded
         return record
 
     handles = [model.get_submodule(name).register_forward_hook(
@@ -108,7 +118,11 @@ def channel_stats(model: nn.Module, data: TensorData, layers: Sequence[str],
     try:
         with task_threads():
             for start in range(0, len(data), batch_size):
-                logits_of(model, data.x[start:start + batch_size])
+                pending.update(layers)
+                try:
+                    logits_of(model, data.x[start:start + batch_size])
+                except _Recorded:
+                    pass
     finally:
         for h in handles:
             h.remove()
@@ -166,11 +180,23 @@ class Repair:
                 raise ValueError(f"REPAIR layer {name!r}: a LayerNorm over one axis only")
         self.data, self.batch_size = data, batch_size
         saved = {k: v.clone() for k, v in model.state_dict().items()}
+        calls = dict.fromkeys(self.layers, 0)  # per layer, over A's pass: once per batch?
+        handles = [modules[name].register_forward_hook(
+            lambda *_, name=name: calls.__setitem__(name, calls[name] + 1))
+            for name in self.layers]
         self.ends = []
-        for state in (state_a, state_b):
-            model.load_state_dict(state)
-            self.ends.append(channel_stats(model, data, self.layers, batch_size))
+        try:
+            for state in (state_a, state_b):
+                model.load_state_dict(state)
+                self.ends.append(channel_stats(model, data, self.layers, batch_size))
+                for h in handles:
+                    h.remove()
+        finally:
+            for h in handles:
+                h.remove()
         model.load_state_dict(saved)
+        batches = -(-len(data) // batch_size)
+        self._stop = all(n == batches for n in calls.values())  # each pass may end at the layer
 
     def targets(self, alpha: float) -> dict[str, ChannelStats]:
         """(1 − α)·μ_A + α·μ_B and (1 − α)·σ_A + α·σ_B per layer."""
@@ -186,7 +212,7 @@ class Repair:
         data, fold y ↦ s·y + (μ* − s·μ) into its weight and bias, s = σ*/σ (1 for a channel with
         σ = 0)."""
         for name, target in self.targets(alpha).items():
-            now = channel_stats(model, self.data, [name], self.batch_size)[name]
+            now = channel_stats(model, self.data, [name], self.batch_size, stop=self._stop)[name]
             scale = torch.where(now.std > 0, target.std / now.std, torch.ones_like(now.std))
             _fold(model.get_submodule(name), scale, target.mean - scale * now.mean)
         return model
