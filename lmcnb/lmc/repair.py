@@ -184,16 +184,14 @@ class Repair:
         handles = [modules[name].register_forward_hook(
             lambda *_, name=name: calls.__setitem__(name, calls[name] + 1))
             for name in self.layers]
-        self.ends = []
         try:
-            for state in (state_a, state_b):
-                model.load_state_dict(state)
-                self.ends.append(channel_stats(model, data, self.layers, batch_size))
-                for h in handles:
-                    h.remove()
+            model.load_state_dict(state_a)
+            self.ends = [channel_stats(model, data, self.layers, batch_size)]
         finally:
             for h in handles:
                 h.remove()
+        model.load_state_dict(state_b)
+        self.ends.append(channel_stats(model, data, self.layers, batch_size))
         model.load_state_dict(saved)
         batches = -(-len(data) // batch_size)
         self._stop = all(n == batches for n in calls.values())  # each pass may end at the layer
