@@ -4,7 +4,7 @@ shapes.
 
     python benchmarks/align.py [--models mlp vgg11 lenet5 ...] [--repeats 3] [--seed 0]
     python benchmarks/align.py --device cuda          # lmcnb's float64 arithmetic on a GPU
-    python benchmarks/align.py --chapter runs --chapter-seconds 1353   # its share of a chapter
+    python benchmarks/align.py --chapter runs --chapter-seconds 1558   # its share of a chapter
 
 The models: a 784-512-512-512-10 MLP (Git Re-Basin's MNIST MLP), a VGG11-shaped nn.Sequential for
 32×32 images (eight 3×3 convs 64…512 with ReLU and max-pools, one Linear; no BatchNorm, as in
