@@ -22,7 +22,9 @@ Frankle's I_E, the loss barrier, the peak loss against the endpoints' mean (the 
 twice the endpoints' mean"), both endpoints' accuracy. Every task runs single-threaded on a
 2-worker Dask cluster; its CPU seconds (`time.process_time`, training and evaluation apart) and
 the load average are recorded beside its numbers in `--out` (default
-benchmarks/pilots/vit_platon.csv, which the chapter's profile section reads).
+benchmarks/pilots/vit_platon.csv, which the chapter's profile section reads); a pair or a
+pretraining found already trained in `--runs-dir` has no training CPU seconds (NaN), so the cost
+is that of the runs this invocation trained.
 """
 from __future__ import annotations
 
@@ -56,13 +58,16 @@ def pretrain_task(args: dict) -> dict:
     """Pretrain the source (cached); its folder, CPU seconds and final training loss."""
     from lmcnb.chapters.vit import FineTune, pretrain
 
+    finished = set((Path(args["runs_dir"]) / "train").glob("vit-*/done.json"))
     start = time.process_time()
     train = FineTune(batch_size=64, max_steps=args["pretrain_steps"], lr=1e-3,
                      warmup_steps=args["pretrain_warmup"], schedule="cosine",
                      weight_decay=args["weight_decay"], log_every=50).recipe()
     folders = pretrain("MiniViT", train, args["runs_dir"], [args["pretrain_steps"]],
                        images=images(), size=32, data_dir=args["data_dir"])
-    return {"folder": folders[args["pretrain_steps"]], "cpu_s": time.process_time() - start}
+    cpu = time.process_time() - start
+    trained = set((Path(args["runs_dir"]) / "train").glob("vit-*/done.json")) - finished
+    return {"folder": folders[args["pretrain_steps"]], "cpu_s": cpu if trained else np.nan}
 
 
 def cell_task(args: dict, start: str, lr: float, replicate: int,
@@ -83,9 +88,12 @@ def cell_task(args: dict, start: str, lr: float, replicate: int,
                       data_dir=args["data_dir"], seed=0, **kind)
     load0 = os.getloadavg()[0]
     t0 = time.process_time()
-    trunk = setup.trunk(replicate).ensure_trained(lengths)
-    child = setup.child(trunk, 0, lengths[-1], "spawn", replicate, 0, 0).ensure_trained(lengths)
-    train_cpu = time.process_time() - t0
+    trunk = setup.trunk(replicate)
+    child = setup.child(trunk, 0, lengths[-1], "spawn", replicate, 0, 0)
+    trained_here = trunk.done is None and child.done is None  # else its CPU is not the pair's
+    trunk.ensure_trained(lengths)
+    child.ensure_trained(lengths)
+    train_cpu = time.process_time() - t0 if trained_here else np.nan
     t0 = time.process_time()
     bs = 1000
     test = eval_subset(setup.load(setup.test_data), args["test_images"] // bs, bs, "cpu", seed=2)

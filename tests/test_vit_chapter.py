@@ -85,6 +85,21 @@ def test_a_committed_pilot_measured_the_book_profile_and_a_missing_one_is_said()
     assert {"error_barrier", "error_barrier_ci", "verdict", "transfer"} <= set(summary)
 
 
+def test_the_pilots_cost_counts_only_the_training_it_did():
+    def pair(replicate, train_cpu):  # two lengths; the cost sits on the longest row
+        return [dict(start="scratch", lr=1e-3, replicate=replicate, steps=100, train_cpu_s=np.nan,
+                     eval_cpu_s=np.nan, train_steps=np.nan, test_images=100, load=1.0),
+                dict(start="scratch", lr=1e-3, replicate=replicate, steps=200,
+                     train_cpu_s=train_cpu, eval_cpu_s=2.2, train_steps=400, test_images=100,
+                     load=1.0)]
+    table = pd.DataFrame(pair(0, 20.0) + pair(1, np.nan)).assign(pretrain_cpu_s=np.nan)
+    cost = vit.pilot_cost(table)
+    assert cost["ms_step"] == pytest.approx(50.0)  # 20 s over 400 steps; pair 1 was found trained
+    assert (cost["pairs"], cost["pairs_trained"]) == (2, 1)
+    assert cost["ms_image"] == pytest.approx(1e3 * 4.4 / (2 * 2 * 11 * 100))
+    assert cost["cpu_min"] == pytest.approx((20.0 + 4.4) / 60)  # no pretraining was measured
+
+
 def test_profiles_table_has_every_parameter_of_every_profile():
     table = vit.profiles_table()
     assert list(table.columns) == ["parameter", "smoke", "book", "paper", "what it is"]

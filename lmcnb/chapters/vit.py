@@ -184,8 +184,8 @@ class Config(ChapterConfig):
 
 
 JITTER = [0.2, 0.2, 0.2, 0.05]  # brightness, contrast, saturation, hue: the study gives none
-# The book profile's length and learning rate of fine-tuning: an estimate until the pilot
-# (benchmarks/pilot_vit.py) has been run at this scale; the chapter says which.
+# The book profile's length and learning rate of fine-tuning, as the pilot (benchmarks/pilot_vit.py,
+# its rows in benchmarks/pilots/vit_platon.csv) sized them; the chapter shows what it measured.
 BOOK_STEPS, BOOK_LR = 600, 1e-3
 PROFILES = {
     "paper": dict(
@@ -651,17 +651,22 @@ def _count(iters: int | str, batch: int) -> int | None:
 
 
 def pilot_cost(table: pd.DataFrame) -> dict[str, float]:
-    """The pilot's costs: CPU ms per fine-tuning step and per evaluated image and α, the
-    pretraining's CPU seconds, the mean load average while it ran."""
-    last = table.dropna(subset=["train_cpu_s"])
-    evals = table.groupby(["start", "lr", "replicate"]).size().iloc[0]  # lengths per pair
+    """The pilot's costs: CPU ms per fine-tuning step (over the pairs it trained itself, whose
+    training CPU seconds are recorded) and per evaluated image and α, the pretraining's CPU
+    seconds (NaN where it was found trained), the mean load average while it ran, and the CPU
+    minutes of what it did."""
+    pairs = table.dropna(subset=["train_steps"])  # one row per pair, its longest length
+    trained = pairs.dropna(subset=["train_cpu_s"])
+    lengths = table.groupby(["start", "lr", "replicate"]).size().iloc[0]
     n_alpha = 11
-    return {"ms_step": 1e3 * last.train_cpu_s.sum() / last.train_steps.sum(),
-            "ms_image": 1e3 * last.eval_cpu_s.sum()
-            / (len(last) * evals * n_alpha * last.test_images.iloc[0]),
-            "pretrain_s": float(table.pretrain_cpu_s.iloc[0]), "load": float(table.load.mean()),
-            "cpu_min": float(last.train_cpu_s.sum() + last.eval_cpu_s.sum()
-                             + table.pretrain_cpu_s.iloc[0]) / 60}
+    pretrain = float(table.pretrain_cpu_s.iloc[0])
+    return {"ms_step": 1e3 * trained.train_cpu_s.sum() / trained.train_steps.sum(),
+            "ms_image": 1e3 * pairs.eval_cpu_s.sum()
+            / (len(pairs) * lengths * n_alpha * pairs.test_images.iloc[0]),
+            "pretrain_s": pretrain, "load": float(table.load.mean()),
+            "pairs": len(pairs), "pairs_trained": len(trained),
+            "cpu_min": float(trained.train_cpu_s.sum() + pairs.eval_cpu_s.sum()
+                             + np.nan_to_num(pretrain)) / 60}
 
 
 def plot_pilot(summary: pd.DataFrame) -> Any:
@@ -968,6 +973,8 @@ def summary(c: Config, measured: Mapping[str, Any]) -> dict[str, str]:
     pilot = measured.get("pilot")
     out["pilot"] = (pilot_text(pilot) if pilot is not None else "Not measured: the pilot has "
                     "not been run, so this section has no answer along the length yet")
+    out["pilot_span"] = (f"for {pilot.epochs.max():.2f} epochs ({int(pilot.steps.max()):,} steps)"
+                         if pilot is not None else "not at all (it has not been run)")
     setup = measured["finetuned"]
     with torch.random.fork_rng():
         net = build(setup.net, setup.data_dir)
