@@ -55,7 +55,7 @@ def images():
 
 
 def pretrain_task(args: dict) -> dict:
-    """Pretrain the source (cached); its folder, CPU seconds and final training loss."""
+    """Pretrain the source (cached); its folder and CPU seconds (NaN where found trained)."""
     from lmcnb.chapters.vit import FineTune, pretrain
 
     finished = set((Path(args["runs_dir"]) / "train").glob("vit-*/done.json"))
