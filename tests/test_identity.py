@@ -3,6 +3,11 @@ the `smoke` profile has the name pinned in `pinned_runs.json`, so a published ru
 valid when the code around it changes. A change that changes a run's numbers must change its
 name: then the pinned names are updated in the same commit, which says why.
 
+A name that hashes what was trained here — the weights of a model pretrained here (a `"dir-…"`
+digest in its record) or a mask found by pruning — is the same only where training gives the same
+bits, on CPUs of one instruction set (README, "Same bytes"): for those the name less its hash is
+compared.
+
 `make test` runs this module after it has executed every chapter at `smoke` and points
 `LMCNB_IDENTITY_RUNS` at that runs folder; without it, the chapters are executed here first.
 """
@@ -20,14 +25,23 @@ REPO = Path(__file__).resolve().parents[1]
 PINNED = Path(__file__).with_name("pinned_runs.json")
 
 
+def shown(folder: Path) -> str:
+    """The folder's name, less its hash where that hashes weights trained on this machine."""
+    record = next((folder / f for f in ("spec.json", "study.json") if (folder / f).is_file()), None)
+    text = record.read_text() if record is not None else ""
+    if '"dir-' in text or '"mask"' in text:
+        return folder.name.rsplit("-", 1)[0] + "-<weights>"
+    return folder.name
+
+
 def folder_names(runs: Path) -> dict[str, list[str]]:
     """The names a runs folder holds: runs (`train/`), pretrained folders (`pretrained/`), and per
     chapter its study folders (those with a `study.json`)."""
-    names = {kind: sorted(p.name for p in (runs / kind).iterdir() if p.is_dir()
+    names = {kind: sorted(shown(p) for p in (runs / kind).iterdir() if p.is_dir()
                           and not p.name.startswith("."))
              for kind in ("train", "pretrained")}
     for chapter in sorted(p for p in runs.iterdir() if p.is_dir()):
-        studies = sorted(s.name for s in chapter.iterdir() if (s / "study.json").is_file())
+        studies = sorted(shown(s) for s in chapter.iterdir() if (s / "study.json").is_file())
         if studies:
             names[chapter.name] = studies
     return names
