@@ -10,7 +10,7 @@ it (`python -m lmcnb.book.execute --profile book --only CH --executor local -p N
 the book's order, on the runs folder given (empty for a fresh timing); wall time and the load
 average at both ends are printed per chapter. What the chapters no longer do at these sizes (the
 GPT and ViT pairs are two runs where they were three; the ViT chapter's pretraining-length
-study is gone) is not put back here: the closing notes of issue 19 time it separately.
+study is gone) is not put back here: benchmarks/README.md gives its cost, timed separately.
 """
 from __future__ import annotations
 

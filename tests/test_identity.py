@@ -5,7 +5,7 @@ name: then the pinned names are updated in the same commit, which says why.
 
 A name that hashes what was trained here — the weights of a model pretrained here (a `"dir-…"`
 digest in its record) or a mask found by pruning — is the same only where training gives the same
-bits, on CPUs of one instruction set (README, "Same bytes"): for those the name less its hash is
+bits, on CPUs of one instruction set (book/reproducibility.md): for those the name less its hash is
 compared.
 
 `make test` runs this module after it has executed every chapter at `smoke` and points
@@ -26,7 +26,7 @@ PINNED = Path(__file__).with_name("pinned_runs.json")
 
 
 def shown(folder: Path) -> str:
-    """The folder's name, less its hash where that hashes weights trained on this machine."""
+    """The folder's name, less its hash where that hashes weights or a mask trained here."""
     record = next((folder / f for f in ("spec.json", "study.json") if (folder / f).is_file()), None)
     text = record.read_text() if record is not None else ""
     if '"dir-' in text or '"mask"' in text:
